@@ -1,0 +1,1 @@
+"""Components of the DFC system, each implementing one equation of the paper."""

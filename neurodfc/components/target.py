@@ -1,0 +1,36 @@
+"""The output target ``r_L* = r_L^- - lam dL/dr_L`` (paper eq. 2), closed forms per loss."""
+
+from __future__ import annotations
+
+import torch
+
+
+def loss_value(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str) -> torch.Tensor:
+    """The loss L of outputs ``r_out`` [B, n_L] against ``y`` (labels [B] or targets [B, n_L])."""
+    if loss == "cross_entropy":
+        return torch.nn.functional.cross_entropy(r_out, y, reduction=reduction)
+    return torch.nn.functional.mse_loss(r_out, y, reduction=reduction)
+
+
+def loss_gradient(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str) -> torch.Tensor:
+    """``dL/dr_L`` [B, n_L] in closed form (no autograd).
+
+    cross_entropy: ``(softmax(r) - onehot(y)) / B`` (mean) or without ``1/B`` (sum);
+    mse: ``2 (r - y) / (B n_L)`` (mean, PyTorch's convention) or ``2 (r - y)`` (sum).
+    """
+    batch = r_out.shape[0]
+    if loss == "cross_entropy":
+        g = torch.softmax(r_out, dim=1)
+        g[torch.arange(batch, device=r_out.device), y] -= 1.0
+    else:
+        g = 2.0 * (r_out - y)
+    if reduction == "mean":
+        g = g / (batch if loss == "cross_entropy" else r_out.numel())
+    return g
+
+
+def output_target(
+    r_out: torch.Tensor, y: torch.Tensor, loss: str, lam: float, reduction: str
+) -> torch.Tensor:
+    """``r_L* = r_L^- - lam dL/dr_L`` evaluated at the feedforward output ``r_out``."""
+    return r_out - lam * loss_gradient(r_out, y, loss, reduction)

@@ -1,0 +1,376 @@
+"""Typed configuration of a DFC experiment (pydantic v2, frozen, ``extra="forbid"``).
+
+Every field documents its paper symbol and unit. Time is measured in units of the controller
+time constant ``tau_u`` (``tau_u = 1``). A TOML file in ``models/`` maps one-to-one onto
+:class:`ExperimentConfig`: one table per section (``[network]``, ``[controller]``, ...).
+
+Cross-field rules (checked before any compute starts) live in
+:meth:`ExperimentConfig._check_consistency`; errors name the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Activation = Literal["tanh", "linear", "relu", "sigmoid"]
+Solver = Literal["euler_reference", "euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"]
+FIXED_STEP_SOLVERS = ("euler_reference", "euler", "midpoint", "rk4")
+MethodName = Literal[
+    "bp", "dfa", "dfc", "dfc_ss", "dfc_ssa", "mn", "gn"
+]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the field and the allowed range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class NetworkConfig(_Section):
+    """Feedforward architecture ``r_i = phi(W_i r_{i-1} + b_i)``, i = 1..L."""
+
+    sizes: list[int] = Field(default_factory=lambda: [15, 10, 10, 1], min_length=2)
+    """Layer sizes ``[n_0, n_1, ..., n_L]`` including the input ``n_0``; each >= 1."""
+    hidden_activation: Activation | list[Activation] = "tanh"
+    """Nonlinearity ``phi`` of the hidden layers 1..L-1: one name, or one per hidden layer."""
+    output_activation: Activation = "linear"
+    """Nonlinearity of the output layer L (linear for softmax cross-entropy)."""
+    bias: bool = True
+    """Whether each layer has a bias ``b_i``."""
+    init: Literal["xavier_normal", "xavier_uniform", "orthogonal", "normal"] = "xavier_normal"
+    """Initialisation of the forward weights ``W_i``."""
+    init_gain: float = Field(default=1.0, gt=0)
+    """Gain of the forward-weight initialisation (> 0)."""
+
+    @field_validator("sizes")
+    @classmethod
+    def _positive_sizes(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"every layer size must be >= 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _hidden_list_length(self) -> NetworkConfig:
+        if isinstance(self.hidden_activation, list):
+            n_hidden = len(self.sizes) - 2
+            if len(self.hidden_activation) != n_hidden:
+                raise ValueError(
+                    f"hidden_activation lists {len(self.hidden_activation)} names but the "
+                    f"network has {n_hidden} hidden layers (sizes={self.sizes})"
+                )
+        return self
+
+    @property
+    def depth(self) -> int:
+        """Number of layers L (input excluded)."""
+        return len(self.sizes) - 1
+
+    def activations(self) -> list[str]:
+        """Per-layer nonlinearity names, layers 1..L."""
+        n_hidden = self.depth - 1
+        hidden = (
+            list(self.hidden_activation)
+            if isinstance(self.hidden_activation, list)
+            else [self.hidden_activation] * n_hidden
+        )
+        return [*hidden, self.output_activation]
+
+
+class ControllerConfig(_Section):
+    """PI controller ``u = u_int + k_p e`` with leaky integral part (paper eq. 3-4)."""
+
+    k_p: float = Field(default=2.0, ge=0)
+    """Proportional gain ``k_p`` (>= 0, dimensionless)."""
+    alpha: float = Field(default=1.39e-3, ge=0)
+    """Leak ``alpha`` of the integral controller (>= 0, dimensionless)."""
+    tau_ratio: float = Field(default=0.2, gt=0)
+    """Time-constant ratio ``tau_v / tau_u`` (> 0); the reference code's time_constant_ratio."""
+    leak: Literal["reference", "paper"] = "reference"
+    """Where the leak acts: ``reference`` = ``tau_u du_int/dt = e - alpha u`` (the official code,
+    alpha_eff = alpha); ``paper`` = ``tau_u du_int/dt = e - alpha u_int``
+    (alpha_eff = alpha / (1 + alpha k_p))."""
+
+    @property
+    def alpha_eff(self) -> float:
+        """Effective leak ``alpha_eff`` entering Lemma 1."""
+        if self.leak == "paper":
+            return self.alpha / (1.0 + self.alpha * self.k_p)
+        return self.alpha
+
+
+class FeedbackConfig(_Section):
+    """Feedback weights ``Q_i`` (n_i x n_L) carrying the control signal to every layer."""
+
+    init: Literal["xavier_normal", "xavier_uniform", "weight_product", "jacobian_transpose"] = (
+        "xavier_normal"
+    )
+    """Initialisation of ``Q_1..Q_{L-1}``: random, the weight product ``prod_{k>i} W_k^T``
+    (the paper's "fixed" rows), or ``J^T`` at a zero input (exact for linear networks)."""
+    output_identity: bool = True
+    """``Q_L = I`` (the output layer is controlled directly); else initialised like the rest."""
+    init_noise: float = Field(default=0.0, ge=0)
+    """Std of Gaussian noise added to a ``weight_product`` initialisation (reference: noise_K)."""
+    learned: bool = False
+    """Whether Q is trained (noise-driven sleep phase, see [feedback_learning]); else frozen."""
+    train_output: bool = False
+    """Whether ``Q_L`` is trained as well (reference: not freeze_fb_weights_output)."""
+
+
+class ApicalConfig(_Section):
+    """Apical (feedback) compartment ``tau_fb dv^fb/dt = -v^fb + Q u (+ noise)``."""
+
+    tau: float | None = Field(default=None, gt=0)
+    """Apical time constant ``tau_fb`` in units of tau_u; ``None`` = instantaneous
+    (``v^fb = Q u``; the reference code's apical_time_constant = -1)."""
+
+
+class NoiseConfig(_Section):
+    """Gaussian white noise in the apical compartment (Euler-Maruyama)."""
+
+    sigma: float = Field(default=0.0, ge=0)
+    """Noise std ``sigma`` in hidden layers (>= 0)."""
+    sigma_output: float | None = Field(default=None, ge=0)
+    """Noise std in the output layer; ``None`` = same as ``sigma``."""
+
+
+class SimulationConfig(_Section):
+    """How the closed-loop dynamics are integrated."""
+
+    solver: Solver = "euler_reference"
+    """``euler_reference``: the fused forward-Euler scheme of the official code (honours
+    inst_transmission / proactive_controller); others: torchdiffeq's ``odeint`` methods on the
+    continuous-time vector field (``dopri5``, ``bosh3``, ``adaptive_heun`` are adaptive)."""
+    dt: float = Field(default=0.02, gt=0)
+    """Step size ``dt`` (units of tau_u); for adaptive solvers, the first step."""
+    steps: int | None = Field(default=1000, ge=2)
+    """Number of time points simulated (the reference code's tmax_di); t_max = (steps - 1) dt."""
+    t_max: float | None = Field(default=None, gt=0)
+    """Simulated time (units of tau_u); overrides ``steps`` when given."""
+    inst_transmission: bool = True
+    """Reference scheme: layer i at step t+1 reads layer i-1 at t+1 (layers swept bottom-up)."""
+    proactive_controller: bool = True
+    """Reference scheme: the apical input at step t+1 uses u[t+1] instead of u[t]."""
+    inst_system_dynamics: bool = False
+    """Reference scheme: ``v_i = v_i^ff + v_i^fb`` instantaneously (no v-dynamics)."""
+    record_every: int = Field(default=10, ge=1)
+    """Record the trajectory every k steps (and always the last step)."""
+    rtol: float = Field(default=1e-7, gt=0)
+    """Relative tolerance of adaptive solvers."""
+    atol: float = Field(default=1e-9, gt=0)
+    """Absolute tolerance of adaptive solvers."""
+    convergence_threshold: float = Field(default=1e-5, gt=0)
+    """Converged if ``|r_L - (r_L* - alpha u)| / |r_L^-|`` is below this (reference: 1e-5)."""
+    divergence_threshold: float = Field(default=1.0, gt=0)
+    """Diverged if the same ratio exceeds this (reference: 1)."""
+    epsilon: float = Field(default=0.5, gt=0, le=1)
+    """Converged also needs ``|e(T)| < epsilon^2 |e(0)|`` (reference epsilon_di = 0.5)."""
+
+    @property
+    def n_steps(self) -> int:
+        """Number of simulated time points (initial state included)."""
+        if self.t_max is not None:
+            return max(2, round(self.t_max / self.dt) + 1)
+        assert self.steps is not None
+        return self.steps
+
+    @property
+    def horizon(self) -> float:
+        """Simulated time ``T`` in units of tau_u."""
+        return self.t_max if self.t_max is not None else (self.n_steps - 1) * self.dt
+
+
+class LossConfig(_Section):
+    """Output target ``r_L* = r_L^- - lam dL/dr_L`` (paper eq. 2)."""
+
+    loss: Literal["mse", "cross_entropy"] = "mse"
+    """Loss L: mean squared error, or softmax cross-entropy on a linear output."""
+    lam: float = Field(default=0.05, gt=0)
+    """Target step size ``lambda`` (the reference code's target_stepsize)."""
+    reduction: Literal["mean", "sum"] = "mean"
+    """Which loss is differentiated for the target: ``mean`` = PyTorch's batch mean (the
+    reference code; per-sample step lam/B, and lam/(B n_L) for MSE), ``sum`` = batch sum
+    (Strong-DFC code; per-sample step lam, MSE summed over units)."""
+
+
+class DataConfig(_Section):
+    """The data a simulation or training reads."""
+
+    dataset: Literal["teacher_student", "mnist", "fashion_mnist", "mnist_autoencoder", "random"] = (
+        "teacher_student"
+    )
+    """Dataset name; ``random`` draws inputs U[-1, 1] and random regression targets."""
+    data_dir: str | None = None
+    """Folder with the IDX files; else NEURODFC_DATA, Debian's folder, the user cache."""
+    n_train: int = Field(default=5000, ge=1)
+    """Teacher-student / random: number of training samples."""
+    n_val: int = Field(default=1000, ge=0)
+    """Teacher-student / random: number of validation samples (image data: see val_size)."""
+    n_test: int = Field(default=1000, ge=1)
+    """Teacher-student / random: number of test samples."""
+    val_size: int = Field(default=5000, ge=0)
+    """Image data: validation samples drawn from the 60k training set with the run's seed."""
+    max_train_samples: int | None = Field(default=None, ge=1)
+    """Use only the first N training samples (quick runs)."""
+    max_test_samples: int | None = Field(default=None, ge=1)
+    """Use only the first N validation and test samples (quick runs)."""
+    teacher_seed: int = 0
+    """Seed of the teacher network and its inputs (teacher-student task)."""
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: the DFC system, how it is simulated and the data it sees."""
+
+    name: str = "experiment"
+    """Free-form name used in reports."""
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    apical: ApicalConfig = Field(default_factory=ApicalConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    dtype: Literal["float32", "float64"] = "float64"
+    """Floating-point precision of every tensor."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1`` ...)."""
+    seed: int = 0
+    """Seed of weight initialisation, data splits and noise."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not (v == "cpu" or v == "cuda" or v.startswith("cuda:") or v == "mps"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ExperimentConfig:
+        sim, ctrl = self.simulation, self.controller
+        if (
+            sim.solver in FIXED_STEP_SOLVERS
+            and not sim.inst_system_dynamics
+            and sim.dt > ctrl.tau_ratio
+        ):
+            raise ValueError(
+                f"simulation.dt = {sim.dt} must lie in (0, controller.tau_ratio = "
+                f"{ctrl.tau_ratio}] for the fixed-step solver {sim.solver!r}: forward Euler is "
+                "unstable for dt > tau_v/tau_u"
+            )
+        if self.apical.tau is not None and sim.solver in FIXED_STEP_SOLVERS:
+            if sim.dt > self.apical.tau:
+                raise ValueError(
+                    f"simulation.dt = {sim.dt} must lie in (0, apical.tau = {self.apical.tau}]"
+                )
+        if self.loss.loss == "cross_entropy" and self.network.sizes[-1] < 2:
+            raise ValueError("loss.loss = 'cross_entropy' needs network.sizes[-1] >= 2 classes")
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section)"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}; got {e.get('input')!r}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``section.field=value``; the value is read as TOML (``1e-3``, ``true``, ``[1, 2]``),
+    falling back to a plain string."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects section.field=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def config_from_dict(
+    tree: dict[str, Any],
+    overrides: list[str] | tuple[str, ...] = (),
+    source: str = "<dict>",
+    model: type[ExperimentConfig] = ExperimentConfig,
+) -> ExperimentConfig:
+    """Validate a nested dict (as read from TOML) with optional ``section.field=value``
+    overrides; raises :class:`ConfigError` naming every bad field."""
+    tree = json.loads(json.dumps(tree))  # deep copy, plain types
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    try:
+        return model.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file raises :class:`ConfigError` naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML ({err})") from None
+
+
+def load_config(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    model: type[ExperimentConfig] = ExperimentConfig,
+) -> ExperimentConfig:
+    """Load a TOML config from ``models/`` into a validated, frozen config."""
+    return config_from_dict(load_toml(path), overrides, source=str(path), model=model)
+
+
+def to_toml(cfg: BaseModel) -> str:
+    """Serialise a config as TOML (sections as tables, ``None`` fields omitted)."""
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    out = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for name, table in tables.items():
+        out.append("")
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(out) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -1,0 +1,83 @@
+"""Glue from a config to data and a dynamics study (what ``neurodfc simulate`` runs)."""
+
+from __future__ import annotations
+
+import torch
+import xarray as xr
+
+from neurodfc.config import ExperimentConfig
+from neurodfc.data import DataSplits, Split, load_dataset
+from neurodfc.network import DTYPES
+from neurodfc.results import solution_to_xarray
+from neurodfc.solve import simulate
+from neurodfc.system import DFCSystem, lemma1
+
+
+def load_data(cfg: ExperimentConfig) -> DataSplits:
+    """The train/val/test splits that ``cfg.data`` describes, in ``cfg.dtype`` on ``cfg.device``.
+
+    The network's input and output sizes must match the data (checked here, before compute).
+    """
+    d = cfg.data
+    dtype = DTYPES[cfg.dtype]
+    n_in, n_out = cfg.network.sizes[0], cfg.network.sizes[-1]
+    if d.dataset in ("teacher_student", "random"):
+        kwargs = {"n_in": n_in, "n_out": n_out, "n_train": d.n_train, "n_test": d.n_test}
+        if d.dataset == "random":
+            g = torch.Generator().manual_seed(d.teacher_seed)
+            n = d.n_train + d.n_val + d.n_test
+            x = (torch.rand(n, n_in, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+            y = torch.randn(n, n_out, generator=g, dtype=torch.float64).to(dtype)
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            a, b = d.n_train, d.n_train + d.n_val
+            return DataSplits(
+                train=Split(x[:a], y[:a]), val=Split(x[a:b], y[a:b]), test=Split(x[b:], y[b:]),
+                task="regression", n_in=n_in, n_out=n_out, name="random",
+            )
+        splits = load_dataset(
+            "teacher_student", seed=d.teacher_seed, val_size=d.n_val, dtype=dtype,
+            device=cfg.device, max_train_samples=d.max_train_samples,
+            max_test_samples=d.max_test_samples, **kwargs,
+        )
+    else:
+        splits = load_dataset(
+            d.dataset, data_dir=d.data_dir, seed=cfg.seed, val_size=d.val_size,
+            max_train_samples=d.max_train_samples, max_test_samples=d.max_test_samples,
+            dtype=dtype, device=cfg.device,
+        )
+    if splits.n_in != n_in or splits.n_out != n_out:
+        raise ValueError(
+            f"network.sizes = {cfg.network.sizes} does not fit data.dataset = {d.dataset!r}: "
+            f"the input size must be {splits.n_in} and the output size {splits.n_out}"
+        )
+    if cfg.loss.loss == "cross_entropy" and splits.task != "classification":
+        raise ValueError(f"loss.loss = 'cross_entropy' needs a classification data set, "
+                         f"but data.dataset = {d.dataset!r} is a regression task")
+    if cfg.loss.loss == "mse" and splits.task == "classification":
+        raise ValueError(f"loss.loss = 'mse' needs a regression data set, "
+                         f"but data.dataset = {d.dataset!r} is a classification task")
+    return splits
+
+
+def simulate_experiment(
+    cfg: ExperimentConfig,
+    samples: int = 3,
+    system: DFCSystem | None = None,
+    record_v: bool = True,
+) -> xr.Dataset:
+    """Simulate the closed loop on the first ``samples`` training samples of ``cfg``'s data
+    and return the labelled Dataset (with the Lemma-1 prediction and the config in attrs)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    splits = load_data(cfg)
+    if samples > splits.train.x.shape[0]:
+        raise ValueError(
+            f"samples = {samples} exceeds the {splits.train.x.shape[0]} training samples"
+        )
+    system = system or DFCSystem.from_config(cfg)
+    x, y = splits.train.x[:samples], splits.train.y[:samples]
+    r_target = system.target(x, y)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sol = simulate(system, x, r_target, record_v=record_v, generator=gen)
+    ss = lemma1(system, x, r_target)
+    return solution_to_xarray(sol, system, ss, labels=y)

@@ -1,0 +1,125 @@
+"""The feedforward network ``v_i = W_i r_{i-1} + b_i``, ``r_i = phi(v_i)`` with feedback ``Q_i``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neurodfc.components.feedback import _xavier, init_feedback
+from neurodfc.components.neurons import phi, phi_prime
+from neurodfc.config import FeedbackConfig, NetworkConfig
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class DFCNetwork(nn.Module):
+    """Weights ``W_i`` [n_i, n_{i-1}], biases ``b_i`` [n_i] and feedback ``Q_i`` [n_i, n_L].
+
+    ``W``/``b`` are trainable parameters; ``Q`` are parameters with ``requires_grad=False``
+    (their updates come from the feedback-learning rule, never from autograd).
+    """
+
+    def __init__(
+        self,
+        cfg: NetworkConfig,
+        feedback: FeedbackConfig | None = None,
+        *,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.act_names = cfg.activations()
+        self._phi = [phi(a) for a in self.act_names]
+        self._phi_prime = [phi_prime(a) for a in self.act_names]
+        gen = torch.Generator().manual_seed(seed)
+        ws, bs = [], []
+        for n_prev, n in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True):
+            w = torch.empty(n, n_prev, dtype=torch.float64)
+            if cfg.init in ("xavier_normal", "xavier_uniform"):
+                _xavier(w, cfg.init, gen, cfg.init_gain)
+            elif cfg.init == "orthogonal":
+                a = torch.randn(max(n, n_prev), min(n, n_prev), generator=gen, dtype=torch.float64)
+                q, r = torch.linalg.qr(a)
+                q = q * torch.sign(torch.diagonal(r))
+                w = cfg.init_gain * (q if n >= n_prev else q.T)
+            else:
+                w.normal_(0.0, cfg.init_gain / n_prev**0.5, generator=gen)
+            ws.append(nn.Parameter(w.to(device=device, dtype=dtype)))
+            b = torch.zeros(n, dtype=dtype, device=device)
+            bs.append(nn.Parameter(b, requires_grad=cfg.bias))
+        self.W = nn.ParameterList(ws)
+        self.b = nn.ParameterList(bs)
+        fb = feedback or FeedbackConfig()
+        weights = [w.detach() for w in self.W]
+        blocks = None
+        if fb.init == "jacobian_transpose":
+            from neurodfc.system import jacobian  # local import: system builds on network
+
+            x0 = torch.zeros(1, cfg.sizes[0], dtype=dtype, device=device)
+            v0, _ = self.feedforward(x0)
+            blocks = self.split_units(jacobian(self, v0)[0], dim=1)
+        qs = init_feedback(fb, weights, gen, blocks)
+        self.Q = nn.ParameterList([nn.Parameter(q, requires_grad=False) for q in qs])
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def depth(self) -> int:
+        """Number of layers L."""
+        return len(self.W)
+
+    @property
+    def sizes(self) -> list[int]:
+        """``[n_0, ..., n_L]``."""
+        return list(self.cfg.sizes)
+
+    @property
+    def n_out(self) -> int:
+        """Output size ``n_L``."""
+        return self.cfg.sizes[-1]
+
+    @property
+    def has_bias(self) -> bool:
+        """Whether biases are used (else they stay zero)."""
+        return self.cfg.bias
+
+    def act(self, i: int, v: torch.Tensor) -> torch.Tensor:
+        """``phi_i(v)`` of layer i (0-based)."""
+        return self._phi[i](v)
+
+    def act_prime(self, i: int, v: torch.Tensor) -> torch.Tensor:
+        """``phi_i'(v)`` of layer i (0-based)."""
+        return self._phi_prime[i](v)
+
+    def split_units(self, t: torch.Tensor, dim: int = -1) -> list[torch.Tensor]:
+        """Split a tensor over the concatenated units ``sum n_i`` into per-layer blocks."""
+        return list(torch.split(t, self.cfg.sizes[1:], dim=dim))
+
+    def full_Q(self) -> torch.Tensor:
+        """``Q = [Q_1; ...; Q_L]`` [sum n_i, n_L]."""
+        return torch.cat([q for q in self.Q], dim=0)
+
+    # ----------------------------------------------------------------- forward
+    def feedforward(
+        self, x: torch.Tensor, dv: list[torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Feedforward pass; returns ``(v, r)``, lists over layers of [B, n_i].
+
+        With ``dv`` (per-layer [B, n_i]), ``v_i = W_i r_{i-1} + b_i + dv_i`` layer by layer
+        (the DFC-SSA state).
+        """
+        vs, rs = [], []
+        r = x
+        for i in range(self.depth):
+            v = torch.nn.functional.linear(r, self.W[i], self.b[i] if self.cfg.bias else None)
+            if dv is not None:
+                v = v + dv[i]
+            r = self.act(i, v)
+            vs.append(v)
+            rs.append(r)
+        return vs, rs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network output ``r_L`` [B, n_L]."""
+        return self.feedforward(x)[1][-1]

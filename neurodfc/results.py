@@ -1,0 +1,105 @@
+"""Labelled results: simulations as ``xarray.Dataset`` and atomic netCDF writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from neurodfc.solve import STATUS_NAMES, Solution
+from neurodfc.system import DFCSystem, SteadyState
+
+
+def _np(t: object) -> np.ndarray:
+    import torch
+
+    assert isinstance(t, torch.Tensor)
+    return t.detach().cpu().numpy()
+
+
+def solution_to_xarray(
+    sol: Solution,
+    system: DFCSystem,
+    steady_state: SteadyState | None = None,
+    labels: object | None = None,
+) -> xr.Dataset:
+    """A Dataset with dims ``time``, ``sample``, ``output`` and ``unit_l{i}`` per layer.
+
+    Variables: ``r_L`` (time, sample, output), ``r_L_target``, ``r_L_ff`` (sample, output),
+    ``u``, ``e`` (time, sample, output), ``e_norm`` (time, sample), ``v_l{i}`` (time, sample,
+    unit_l{i}) when recorded, ``v_final_l{i}``, ``status`` (sample; converged | diverged |
+    max_steps | nonfinite) and, with ``steady_state``, ``u_ss_lemma1`` (sample, output).
+    The resolved config is stored as JSON in ``attrs["config"]``.
+    """
+    tdims = ("time", "sample", "output")
+    data: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]] = {
+        "r_L": (tdims, _np(sol.r_out), {"long_name": "output rate r_L(t)"}),
+        "u": (tdims, _np(sol.u), {"long_name": "control signal u(t) = u_int + k_p e"}),
+        "e": (tdims, _np(sol.e), {"long_name": "control error e(t) = r_L* - r_L(t)"}),
+        "e_norm": (("time", "sample"), _np(sol.e_norm), {"long_name": "|e(t)|"}),
+        "r_L_target": (("sample", "output"), _np(sol.r_target), {"long_name": "target r_L*"}),
+        "r_L_ff": (("sample", "output"), _np(sol.r_ff[-1]), {"long_name": "feedforward r_L^-"}),
+        "u_final": (("sample", "output"), _np(sol.u_final), {"long_name": "u at t_max"}),
+    }
+    for i, v in enumerate(sol.v, start=1):
+        data[f"v_l{i}"] = (
+            ("time", "sample", f"unit_l{i}"),
+            _np(v),
+            {"long_name": f"voltage v_{i}(t) of layer {i}"},
+        )
+    for i, v in enumerate(sol.v_final, start=1):
+        data[f"v_final_l{i}"] = (
+            ("sample", f"unit_l{i}"),
+            _np(v),
+            {"long_name": f"voltage v_{i} at t_max"},
+        )
+    if steady_state is not None:
+        data["u_ss_lemma1"] = (
+            ("sample", "output"),
+            _np(steady_state.u),
+            {"long_name": "Lemma-1 steady state u_ss = (J Q + alpha_eff I)^-1 delta_L"},
+        )
+    status = np.array(sol.status_names(), dtype=object)
+    data["status"] = (
+        ("sample",),
+        status,
+        {"long_name": "per-sample status", "values": " | ".join(STATUS_NAMES)},
+    )
+    ds = xr.Dataset(
+        {k: xr.Variable(dims, arr, attrs) for k, (dims, arr, attrs) in data.items()},
+        coords={"time": ("time", _np(sol.t), {"units": "tau_u"}), "sample": np.arange(
+            sol.r_target.shape[0])},
+    )
+    if labels is not None:
+        ds["label"] = (("sample",) + (("output",) if _np(labels).ndim == 2 else ()), _np(labels))
+    ds.attrs["config"] = system.cfg.model_dump_json()
+    ds.attrs["steps_run"] = sol.steps_run
+    ds.attrs["function_evaluations"] = sol.nfe
+    ds.attrs["solver"] = system.cfg.simulation.solver
+    ds.attrs["created_by"] = "neurodfc.simulate"
+    return ds
+
+
+def config_of(ds: xr.Dataset) -> dict[str, object]:
+    """The config dict stored in a result's attributes."""
+    out: dict[str, object] = json.loads(ds.attrs["config"])
+    return out
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

@@ -1,0 +1,288 @@
+"""The closed-loop DFC system: vector field, linearisation and the Lemma-1 steady state.
+
+Conventions: tensors are batch-first; ``N = sum_i n_i`` is the number of controlled units;
+``J`` [B, n_L, N] is the Jacobian of the output ``r_L`` w.r.t. every layer's voltage ``v_i``
+(through all downstream layers, including the output's own ``phi'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from neurodfc.components.controller import control_signal, integral_rate
+from neurodfc.components.target import output_target
+from neurodfc.config import ExperimentConfig
+from neurodfc.network import DTYPES, DFCNetwork
+
+
+class DFCSystem(nn.Module):
+    """A network with its controller, feedback, apical compartment and loss: the object every
+    simulation, learning method and analysis works on.
+
+    Build it from a config with :meth:`from_config`; ``cfg`` stays attached (frozen) so that
+    results can record how they were made.
+    """
+
+    def __init__(self, network: DFCNetwork, cfg: ExperimentConfig) -> None:
+        super().__init__()
+        self.network = network
+        self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> DFCSystem:
+        """Initialise weights and feedback from ``cfg`` (seeded, on ``cfg.device``)."""
+        net = DFCNetwork(
+            cfg.network,
+            cfg.feedback,
+            seed=cfg.seed,
+            dtype=DTYPES[cfg.dtype],
+            device=cfg.device,
+        )
+        return cls(net, cfg)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the weights."""
+        return self.network.W[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.network.W[0].device
+
+    def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Output target ``r_L*`` [B, n_L] for inputs ``x`` and labels/targets ``y``."""
+        with torch.no_grad():
+            r_out = self.network(x)
+            lc = self.cfg.loss
+            return output_target(r_out, y, lc.loss, lc.lam, lc.reduction)
+
+
+# --------------------------------------------------------------------------- linear algebra
+def jacobian(network: DFCNetwork, v: list[torch.Tensor]) -> torch.Tensor:
+    """``J = d r_L / d v`` [B, n_L, N] at voltages ``v`` (per layer [B, n_i]).
+
+    Analytic layer recursion, batched: ``J_L = diag(phi_L'(v_L))``,
+    ``J_i = J_{i+1} W_{i+1} diag(phi_i'(v_i))``.
+    """
+    L = network.depth
+    d = [network.act_prime(i, v[i]) for i in range(L)]
+    blocks: list[torch.Tensor] = [torch.diag_embed(d[-1])]
+    for i in range(L - 2, -1, -1):
+        blocks.insert(0, (blocks[0] @ network.W[i + 1]) * d[i].unsqueeze(1))
+    return torch.cat(blocks, dim=2)
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Lemma-1 steady state of a batch: ``u`` [B, n_L], ``dv`` per layer [B, n_i] (= Q_i u),
+    the resulting voltages ``v`` and rates ``r`` computed layer by layer, the feedforward
+    voltages ``v_ff``/rates ``r_ff``, the target ``r_target`` and the Jacobian ``J``."""
+
+    u: torch.Tensor
+    dv: list[torch.Tensor]
+    v: list[torch.Tensor]
+    r: list[torch.Tensor]
+    v_ff: list[torch.Tensor]
+    r_ff: list[torch.Tensor]
+    r_target: torch.Tensor
+    J: torch.Tensor
+
+
+def steady_state_control(
+    J: torch.Tensor, Q: torch.Tensor, delta: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """``u_ss = (J Q + alpha I)^-1 delta`` [B, n_L] for ``J`` [B, n_L, N], ``Q`` [N, n_L] and
+    the output error ``delta = r_L* - r_L^-`` [B, n_L] (batched solve)."""
+    eye = torch.eye(J.shape[1], dtype=J.dtype, device=J.device)
+    return torch.linalg.solve(J @ Q + alpha * eye, delta.unsqueeze(-1)).squeeze(-1)
+
+
+def feedback_map(J: torch.Tensor, Q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``Q (J Q + alpha I)^-1`` [B, N, n_L]: how the output error is mapped onto the voltage
+    changes at steady state (``dv = Q u_ss``); tends to ``J^+`` under Condition 2 (P3)."""
+    eye = torch.eye(J.shape[1], dtype=J.dtype, device=J.device)
+    # X (JQ + aI) = Q  <=>  (JQ + aI)^T X^T = Q^T
+    A = (J @ Q + alpha * eye).transpose(-1, -2)
+    return torch.linalg.solve(A, Q.T.expand(J.shape[0], *Q.T.shape)).transpose(-1, -2)
+
+
+def lemma1(
+    system: DFCSystem,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    alpha: float | None = None,
+) -> SteadyState:
+    """Lemma 1: ``u_ss = (J Q + alpha_eff I)^-1 delta_L``, ``dv = Q u_ss``, then
+    ``v_i = W_i r_{i-1} + b_i + dv_i`` layer by layer (the DFC-SSA state).
+
+    ``alpha`` defaults to the controller's ``alpha_eff`` (which depends on the leak convention).
+    """
+    net = system.network
+    a = system.cfg.controller.alpha_eff if alpha is None else alpha
+    with torch.no_grad():
+        v_ff, r_ff = net.feedforward(x)
+        J = jacobian(net, v_ff)
+        Q = net.full_Q()
+        delta = r_target - r_ff[-1]
+        u = steady_state_control(J, Q, delta, a)
+        dv = net.split_units(u @ Q.T)
+        v, r = net.feedforward(x, dv)
+    return SteadyState(u=u, dv=dv, v=v, r=r, v_ff=v_ff, r_ff=r_ff, r_target=r_target, J=J)
+
+
+def condition2(J: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """Condition-2 measure ``|P Q|_F / |Q|_F`` per sample [B], ``P = J^T (J J^T)^-1 J`` the
+    projector onto the row space of J; 1 iff col(Q) lies in row(J)."""
+    # P Q = J^T (J J^T)^-1 J Q ; use lstsq-free pinv for robustness
+    JQ = J @ Q
+    PQ = torch.linalg.pinv(J) @ JQ
+    return torch.linalg.matrix_norm(PQ) / torch.linalg.matrix_norm(Q)
+
+
+def closed_loop_matrices(
+    system: DFCSystem,
+    v: list[torch.Tensor],
+    *,
+    alpha: float | None = None,
+    k_p: float | None = None,
+    tau_ratio: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """The linearised closed loop around voltages ``v`` (state ``z = [dv; u]``).
+
+    Returns ``A_I``, ``A_tilde_I`` [B, N + n_L, N + n_L], ``A_I_inst`` [B, n_L, n_L] and
+    ``A_PI`` (with the proportional gain). For the ``paper`` leak convention the integral row
+    is ``(1 + alpha k_p) e - alpha u``; for ``reference`` it is ``e - alpha u``.
+    """
+    net = system.network
+    ctrl = system.cfg.controller
+    a = ctrl.alpha if alpha is None else alpha
+    kp = ctrl.k_p if k_p is None else k_p
+    tcr = ctrl.tau_ratio if tau_ratio is None else tau_ratio
+    gain_e = 1.0 + a * kp if ctrl.leak == "paper" else 1.0
+    B = v[0].shape[0]
+    dtype, device = v[0].dtype, v[0].device
+    sizes = net.sizes[1:]
+    N, nL = sum(sizes), net.n_out
+    J = jacobian(net, v)
+    Q = net.full_Q()
+    d = [net.act_prime(i, v[i]) for i in range(net.depth)]
+    Jhat = torch.zeros(B, N, N, dtype=dtype, device=device)
+    offs = [0]
+    for n in sizes:
+        offs.append(offs[-1] + n)
+    for i in range(1, net.depth):
+        Jhat[:, offs[i] : offs[i + 1], offs[i - 1] : offs[i]] = net.W[i] * d[i - 1].unsqueeze(1)
+    eyeN = torch.eye(N, dtype=dtype, device=device)
+    eyeL = torch.eye(nL, dtype=dtype, device=device).expand(B, nL, nL)
+    a11 = (eyeN - Jhat) / tcr
+    JL0 = torch.zeros(B, nL, N, dtype=dtype, device=device)
+    JL = torch.diag_embed(d[-1])
+    JL0[:, :, offs[-2] :] = JL
+    Qb = Q.expand(B, N, nL)
+    top = torch.cat([-a11, a11 @ Q], dim=2)
+    out = {
+        "A_I": torch.cat([top, torch.cat([-gain_e * J, -a * eyeL], dim=2)], dim=1),
+        "A_tilde_I": torch.cat(
+            [torch.cat([-a11, Qb / tcr], dim=2), torch.cat([-gain_e * JL0, -a * eyeL], dim=2)],
+            dim=1,
+        ),
+        "A_I_inst": -(gain_e * (J @ Q) + a * eyeL),
+        "A_PI": torch.cat(
+            [
+                top,
+                torch.cat(
+                    [-gain_e * J + (kp / tcr) * JL0, -(a * eyeL + (kp / tcr) * (JL @ net.Q[-1]))],
+                    dim=2,
+                ),
+            ],
+            dim=1,
+        ),
+    }
+    return out
+
+
+def max_real_eig(A: torch.Tensor) -> torch.Tensor:
+    """Largest real part of the eigenvalues of each matrix in a batch [B, n, n] -> [B]."""
+    return torch.linalg.eigvals(A).real.max(dim=-1).values
+
+
+# --------------------------------------------------------------------------- vector field
+class VectorField(nn.Module):
+    """Continuous-time closed loop ``f(t, state)`` for torchdiffeq's ``odeint``.
+
+    State (a tuple of [B, .] tensors): ``v_1..v_L``, then ``a_1..a_L`` (apical voltages) when
+    the apical compartment has its own time constant, then ``u_int``::
+
+        tau_v dv_i/dt = -v_i + W_i r_{i-1} + b_i + v_i^fb,   v_i^fb = Q_i u  (or a_i)
+        tau_fb da_i/dt = -a_i + Q_i u
+        tau_u du_int/dt = e - alpha u   (reference)  |  e - alpha u_int   (paper)
+        u = u_int + k_p e,   e = r_L* - phi(v_L)
+
+    The input projection ``W_1 r_0 + b_1`` is computed once. ``nfe`` counts evaluations.
+    """
+
+    def __init__(self, system: DFCSystem, x: torch.Tensor, r_target: torch.Tensor) -> None:
+        super().__init__()
+        self.net = system.network
+        self.ctrl = system.cfg.controller
+        self.tau_a = system.cfg.apical.tau
+        self.r_target = r_target
+        net = self.net
+        self.input_drive = torch.nn.functional.linear(
+            x, net.W[0], net.b[0] if net.has_bias else None
+        )
+        self.nfe = 0
+
+    def initial_state(self) -> tuple[torch.Tensor, ...]:
+        """The feedforward state with zero control (``u_int = 0``, apical voltages 0)."""
+        v = []
+        drive = self.input_drive
+        for i in range(self.net.depth):
+            if i > 0:
+                drive = torch.nn.functional.linear(
+                    self.net.act(i - 1, v[-1]),
+                    self.net.W[i],
+                    self.net.b[i] if self.net.has_bias else None,
+                )
+            v.append(drive)
+        apical = [torch.zeros_like(t) for t in v] if self.tau_a is not None else []
+        return (*v, *apical, torch.zeros_like(self.r_target))
+
+    def unpack(
+        self, state: tuple[torch.Tensor, ...]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """``(v, apical, u_int)`` from a state tuple."""
+        L = self.net.depth
+        v = list(state[:L])
+        apical = list(state[L : 2 * L]) if self.tau_a is not None else []
+        return v, apical, state[-1]
+
+    def control(self, v_out: torch.Tensor, u_int: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(e, u)`` for output voltage ``v_L`` and integral state ``u_int``."""
+        e = self.r_target - self.net.act(self.net.depth - 1, v_out)
+        return e, control_signal(u_int, e, self.ctrl.k_p)
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        self.nfe += 1
+        net, ctrl = self.net, self.ctrl
+        v, apical, u_int = self.unpack(state)
+        e, u = self.control(v[-1], u_int)
+        dv, da = [], []
+        for i in range(net.depth):
+            if i == 0:
+                basal = self.input_drive
+            else:
+                basal = torch.nn.functional.linear(
+                    net.act(i - 1, v[i - 1]), net.W[i], net.b[i] if net.has_bias else None
+                )
+            fb = u @ net.Q[i].T
+            if self.tau_a is not None:
+                da.append((fb - apical[i]) / self.tau_a)
+                fb = apical[i]
+            dv.append((basal + fb - v[i]) / ctrl.tau_ratio)
+        du = integral_rate(e, u, u_int, ctrl.alpha, ctrl.leak)
+        return (*dv, *da, du)
