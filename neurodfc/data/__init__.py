@@ -1,0 +1,22 @@
+"""Data sets for DFC experiments: MNIST, Fashion-MNIST, MNIST autoencoder and teacher-student.
+
+Files are never downloaded unless no verified local copy is found (see :func:`locate`); every
+file is checked against the built-in SHA-256 of its decompressed content.
+"""
+
+from neurodfc.data.datasets import DataSplits, Split, load_dataset
+from neurodfc.data.errors import DatasetError
+from neurodfc.data.idx import read_idx
+from neurodfc.data.sources import locate
+from neurodfc.data.teacher_student import random_inputs, teacher_student
+
+__all__ = [
+    "DataSplits",
+    "DatasetError",
+    "Split",
+    "load_dataset",
+    "locate",
+    "random_inputs",
+    "read_idx",
+    "teacher_student",
+]
