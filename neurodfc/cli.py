@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from neurodfc.config import ConfigError, ExperimentConfig, load_config
@@ -55,13 +55,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     ds = simulate_experiment(cfg, samples=args.samples)
     out = write_netcdf(ds, args.out)
     counts = {s: int((ds["status"] == s).sum()) for s in set(ds["status"].values.tolist())}
-    print(f"wrote {out} ({ds.sizes['sample']} samples, {ds.sizes['time']} time points; "
-          f"status: {counts})")
+    print(
+        f"wrote {out} ({ds.sizes['sample']} samples, {ds.sizes['time']} time points; "
+        f"status: {counts})"
+    )
     if args.plot is not None:
         from neurodfc.plotting import plot_dynamics
 
         png = plot_dynamics(ds, args.plot)
         print(f"wrote {png}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train into a run folder; exit 1 (not 2) when training itself fails."""
+    from neurodfc.training import NonFiniteError, RunDirError, train
+
+    extra = [] if args.epochs is None else [f"training.epochs={args.epochs}"]
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    cfg = _load(args, extra)
+    try:
+        result = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
+    except RunDirError as err:
+        raise UsageError(str(err)) from None
+    except NonFiniteError as err:
+        print(f"neurodfc train: stopped: {err}", file=sys.stderr)
+        return 1
+    ds = result.metrics
+    msg = f"wrote {result.path} (metrics.nc, checkpoint.pt, config.toml)"
+    if "test_accuracy_at_best_val" in ds.attrs:
+        msg += (
+            f"; test accuracy at the best validation epoch "
+            f"({ds.attrs['best_val_epoch']}): {100 * ds.attrs['test_accuracy_at_best_val']:.2f} %"
+        )
+    elif "test_loss_at_best_val" in ds.attrs:
+        msg += f"; test loss at the best validation epoch: {ds.attrs['test_loss_at_best_val']:.4g}"
+    print(msg)
     return 0
 
 
@@ -78,28 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output netCDF file")
     p.add_argument("--plot", type=Path, default=None, help="also write a PNG of r_L(t) and u(t)")
     p.set_defaults(func=cmd_simulate)
-    _register_optional(sub)
+
+    p = sub.add_parser("train", help="train a network with a learning method")
+    _common(p)
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (overrides)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (RUN_DIR)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    p.set_defaults(func=cmd_train)
     return parser
-
-
-def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Sub-commands provided by the training and analysis layers."""
-    try:
-        from neurodfc import training
-    except ImportError:  # pragma: no cover - training layer absent
-        return
-    register: Callable[[argparse._SubParsersAction], None] | None = getattr(  # type: ignore[type-arg]
-        training, "register_cli", None
-    )
-    if register is not None:
-        register(sub)
-    try:
-        from neurodfc import report
-    except ImportError:  # pragma: no cover
-        return
-    register = getattr(report, "register_cli", None)
-    if register is not None:
-        register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Activation = Literal["tanh", "linear", "relu", "sigmoid"]
 Solver = Literal["euler_reference", "euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"]
 FIXED_STEP_SOLVERS = ("euler_reference", "euler", "midpoint", "rk4")
-MethodName = Literal[
-    "bp", "dfa", "dfc", "dfc_ss", "dfc_ssa", "mn", "gn"
-]
+MethodName = Literal["bp", "dfa", "dfc", "dfc_ss", "dfc_ssa", "mn", "gn"]
 
 
 class ConfigError(ValueError):
@@ -224,6 +222,98 @@ class DataConfig(_Section):
     """Seed of the teacher network and its inputs (teacher-student task)."""
 
 
+class MethodConfig(_Section):
+    """The learning method that turns a batch into forward-weight updates."""
+
+    name: MethodName = "dfc"
+    """``bp``, ``dfa``, ``dfc`` (rule averaged over the simulated trajectory), ``dfc_ss`` (rule at
+    the last simulated step), ``dfc_ssa`` (Lemma-1 steady state, no simulation), ``mn`` (damped
+    minimum-norm target), ``gn`` (damped Gauss-Newton over all weights and biases)."""
+    rule: Literal["nonlinear_difference", "voltage_difference", "derivative_matrix"] = (
+        "nonlinear_difference"
+    )
+    """Forward plasticity rule: ``phi(v) - phi(v^ff)`` (paper eq. 5), ``v - v^ff`` (eq. 9), or
+    ``phi'(v^-) (v - v^ff)`` (the reference code's derivative matrix)."""
+    include_non_converged: bool = False
+    """Whether samples whose simulation did not converge contribute to the update
+    (reference: include_non_converged_samples; excluded samples count in the batch mean)."""
+    gamma: float = Field(default=0.0, ge=0)
+    """Damping ``gamma`` of the MN / GN updates ``J^T (J J^T + gamma I)^-1 delta`` (>= 0)."""
+
+
+class TrainingConfig(_Section):
+    """Optimisation of the forward weights."""
+
+    epochs: int = Field(default=100, ge=1)
+    """Number of training epochs."""
+    batch_size: int = Field(default=128, ge=1)
+    """Minibatch size B."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """Optimiser of the forward weights."""
+    lr: float = Field(default=1e-3, gt=0)
+    """Learning rate (divided by ``loss.lam`` when ``normalize_lr``)."""
+    normalize_lr: bool = False
+    """Use ``lr / lam`` as the learning rate (reference: normalize_lr)."""
+    betas: tuple[float, float] = (0.99, 0.99)
+    """Adam's ``(beta1, beta2)``."""
+    eps: float = Field(default=1e-8, gt=0)
+    """Adam's epsilon."""
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    """SGD momentum."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """L2 weight decay of the forward weights (reference: forward_wd)."""
+    clip_grad_norm: float | None = Field(default=1.0, ge=0)
+    """Clip gradient norms to this value (0 or None: no clipping)."""
+    clip_mode: Literal["per_parameter", "global"] = "per_parameter"
+    """``per_parameter``: each W_i and b_i clipped on its own (the reference code's DFC layers);
+    ``global``: the norm of all forward gradients together."""
+    shuffle: bool = True
+    """Reshuffle the training set every epoch (seeded)."""
+
+
+class FeedbackLearningConfig(_Section):
+    """The noise-driven sleep phase that learns Q (paper eq. 12; reference fb phase)."""
+
+    alpha: float = Field(default=0.613, ge=0)
+    """Controller leak during the sleep phase (alpha_fb)."""
+    k_p: float = Field(default=0.157, ge=0)
+    """Proportional gain during the sleep phase (k_p_fb)."""
+    tau_ratio: float = Field(default=0.0063, gt=0)
+    """``tau_v/tau_u`` during the sleep phase (time_constant_ratio_fb)."""
+    apical_tau: float | None = Field(default=0.325, gt=0)
+    """Apical time constant during the sleep phase (apical_time_constant_fb); None = instant."""
+    dt: float = Field(default=0.00203, gt=0)
+    """Euler-Maruyama step (dt_di_fb)."""
+    steps: int = Field(default=48, ge=3)
+    """Simulated time points per sleep batch (tmax_di_fb)."""
+    sigma: float = Field(default=0.00152, gt=0)
+    """Apical noise std in hidden layers (sigma_fb)."""
+    sigma_output: float | None = Field(default=None, ge=0)
+    """Apical noise std in the output layer (None: same as sigma)."""
+    inst_transmission: bool = True
+    """inst_transmission_fb of the reference scheme."""
+    scale_floor: float = Field(default=0.01, gt=0)
+    """The update is scaled by 1/max(sigma, floor)^2 (reference: floor 0.01)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """Optimiser of Q."""
+    lr: float = Field(default=5.27e-4, gt=0)
+    """Learning rate of Q during training (lr_fb)."""
+    lr_init: float = Field(default=3.17e-4, gt=0)
+    """Learning rate of Q during pre-training (lr_fb_init)."""
+    betas: tuple[float, float] = (0.99, 0.99)
+    """Adam's betas for Q (beta1_fb, beta2_fb)."""
+    eps: float = Field(default=1.56e-6, gt=0)
+    """Adam's epsilon for Q (epsilon_fb)."""
+    weight_decay: float = Field(default=0.001, ge=0)
+    """Coupled L2 decay of Q (feedback_wd): the beta Q term of eq. 12."""
+    clip_grad_norm: float | None = Field(default=1.0, ge=0)
+    """Clip the norm of all Q gradients together (0 or None: no clipping)."""
+    pretrain_epochs: int = Field(default=10, ge=0)
+    """Sleep-only epochs before training (epochs_fb)."""
+    extra_epochs: int = Field(default=2, ge=0)
+    """Further sleep-only passes after each training epoch (extra_fb_epochs)."""
+
+
 class ExperimentConfig(_Section):
     """A whole experiment: the DFC system, how it is simulated and the data it sees."""
 
@@ -237,6 +327,9 @@ class ExperimentConfig(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    feedback_learning: FeedbackLearningConfig = Field(default_factory=FeedbackLearningConfig)
     dtype: Literal["float32", "float64"] = "float64"
     """Floating-point precision of every tensor."""
     device: str = "cpu"
@@ -269,6 +362,17 @@ class ExperimentConfig(_Section):
                 raise ValueError(
                     f"simulation.dt = {sim.dt} must lie in (0, apical.tau = {self.apical.tau}]"
                 )
+        fl = self.feedback_learning
+        if self.feedback.learned and fl.dt > fl.tau_ratio:
+            raise ValueError(
+                f"feedback_learning.dt = {fl.dt} must lie in (0, feedback_learning.tau_ratio = "
+                f"{fl.tau_ratio}] (forward Euler of the sleep phase)"
+            )
+        if self.feedback.learned and self.method.name in ("bp", "mn", "gn"):
+            raise ValueError(
+                f"feedback.learned = true has no effect with method.name = "
+                f"{self.method.name!r}; set it to false"
+            )
         if self.loss.loss == "cross_entropy" and self.network.sizes[-1] < 2:
             raise ValueError("loss.loss = 'cross_entropy' needs network.sizes[-1] >= 2 classes")
         return self

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import xarray as xr
 
@@ -22,7 +24,12 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
     dtype = DTYPES[cfg.dtype]
     n_in, n_out = cfg.network.sizes[0], cfg.network.sizes[-1]
     if d.dataset in ("teacher_student", "random"):
-        kwargs = {"n_in": n_in, "n_out": n_out, "n_train": d.n_train, "n_test": d.n_test}
+        kwargs: dict[str, Any] = {
+            "n_in": n_in,
+            "n_out": n_out,
+            "n_train": d.n_train,
+            "n_test": d.n_test,
+        }
         if d.dataset == "random":
             g = torch.Generator().manual_seed(d.teacher_seed)
             n = d.n_train + d.n_val + d.n_test
@@ -31,19 +38,35 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             x, y = x.to(cfg.device), y.to(cfg.device)
             a, b = d.n_train, d.n_train + d.n_val
             return DataSplits(
-                train=Split(x[:a], y[:a]), val=Split(x[a:b], y[a:b]), test=Split(x[b:], y[b:]),
-                task="regression", n_in=n_in, n_out=n_out, name="random",
+                train=Split(x[:a], y[:a]),
+                val=Split(x[a:b], y[a:b]),
+                test=Split(x[b:], y[b:]),
+                task="regression",
+                n_in=n_in,
+                n_out=n_out,
+                name="random",
             )
         splits = load_dataset(
-            "teacher_student", seed=d.teacher_seed, val_size=d.n_val, dtype=dtype,
-            device=cfg.device, max_train_samples=d.max_train_samples,
-            max_test_samples=d.max_test_samples, **kwargs,
+            "teacher_student",
+            seed=d.teacher_seed,
+            val_size=d.n_val,
+            dtype=dtype,
+            device=cfg.device,
+            max_train_samples=d.max_train_samples,
+            max_test_samples=d.max_test_samples,
+            **kwargs,
         )
     else:
+        assert d.dataset in ("mnist", "fashion_mnist", "mnist_autoencoder")
         splits = load_dataset(
-            d.dataset, data_dir=d.data_dir, seed=cfg.seed, val_size=d.val_size,
-            max_train_samples=d.max_train_samples, max_test_samples=d.max_test_samples,
-            dtype=dtype, device=cfg.device,
+            d.dataset,
+            data_dir=d.data_dir,
+            seed=cfg.seed,
+            val_size=d.val_size,
+            max_train_samples=d.max_train_samples,
+            max_test_samples=d.max_test_samples,
+            dtype=dtype,
+            device=cfg.device,
         )
     if splits.n_in != n_in or splits.n_out != n_out:
         raise ValueError(
@@ -51,11 +74,15 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             f"the input size must be {splits.n_in} and the output size {splits.n_out}"
         )
     if cfg.loss.loss == "cross_entropy" and splits.task != "classification":
-        raise ValueError(f"loss.loss = 'cross_entropy' needs a classification data set, "
-                         f"but data.dataset = {d.dataset!r} is a regression task")
+        raise ValueError(
+            f"loss.loss = 'cross_entropy' needs a classification data set, "
+            f"but data.dataset = {d.dataset!r} is a regression task"
+        )
     if cfg.loss.loss == "mse" and splits.task == "classification":
-        raise ValueError(f"loss.loss = 'mse' needs a regression data set, "
-                         f"but data.dataset = {d.dataset!r} is a classification task")
+        raise ValueError(
+            f"loss.loss = 'mse' needs a regression data set, "
+            f"but data.dataset = {d.dataset!r} is a classification task"
+        )
     return splits
 
 

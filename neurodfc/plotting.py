@@ -23,11 +23,15 @@ def plot_dynamics(ds: xr.Dataset, path: str | Path, samples: int = 3, output_uni
         ax.plot(t, r, label=r"$r_L(t)$", color="C0")
         ax.axhline(
             float(ds["r_L_target"].isel(sample=j, output=output_unit)),
-            color="C3", ls="--", label=r"$r_L^*$",
+            color="C3",
+            ls="--",
+            label=r"$r_L^*$",
         )
         ax.axhline(
             float(ds["r_L_ff"].isel(sample=j, output=output_unit)),
-            color="0.5", ls=":", label=r"$r_L^-$",
+            color="0.5",
+            ls=":",
+            label=r"$r_L^-$",
         )
         status = str(ds["status"].isel(sample=j).values)
         ax.set_title(f"sample {j} ({status})")
@@ -39,7 +43,10 @@ def plot_dynamics(ds: xr.Dataset, path: str | Path, samples: int = 3, output_uni
         if "u_ss_lemma1" in ds:
             ax.axhline(
                 float(ds["u_ss_lemma1"].isel(sample=j, output=output_unit)),
-                color="k", ls="--", lw=0.8, label="Lemma 1",
+                color="k",
+                ls="--",
+                lw=0.8,
+                label="Lemma 1",
             )
         ax.set_xlabel(r"time ($\tau_u$)")
         if j == 0:

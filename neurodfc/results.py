@@ -71,8 +71,10 @@ def solution_to_xarray(
     )
     ds = xr.Dataset(
         {k: xr.Variable(dims, arr, attrs) for k, (dims, arr, attrs) in data.items()},
-        coords={"time": ("time", _np(sol.t), {"units": "tau_u"}), "sample": np.arange(
-            sol.r_target.shape[0])},
+        coords={
+            "time": ("time", _np(sol.t), {"units": "tau_u"}),
+            "sample": np.arange(sol.r_target.shape[0]),
+        },
     )
     if labels is not None:
         ds["label"] = (("sample",) + (("output",) if _np(labels).ndim == 2 else ()), _np(labels))

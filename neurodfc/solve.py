@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Literal
 
 import torch
 
@@ -72,6 +73,7 @@ class Solution:
     steps_run: int
     nfe: int
     accumulator: Accumulator | None = None
+    feedback_accumulator: Accumulator | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -100,7 +102,9 @@ def classify(
     converged if ``|r_L - (r_L* - alpha u)| / |r_L^-| < convergence_threshold`` and
     ``|e(T)| < epsilon^2 |e(0)|``; diverged if the ratio exceeds ``divergence_threshold``."""
     resid = leak_residual(r_target, u, u_int, alpha, leak)
-    ratio = torch.linalg.vector_norm(r_out - resid, dim=1) / torch.linalg.vector_norm(r_ff_out, dim=1)
+    ratio = torch.linalg.vector_norm(r_out - resid, dim=1) / torch.linalg.vector_norm(
+        r_ff_out, dim=1
+    )
     e_norm = torch.linalg.vector_norm(r_target - r_out, dim=1)
     status = torch.full(ratio.shape, int(Status.MAX_STEPS), dtype=torch.int8, device=r_out.device)
     conv = (ratio < sim.convergence_threshold) & (e_norm < sim.epsilon**2 * e0_norm)
@@ -132,6 +136,8 @@ def simulate(
     accumulate: str | None = None,
     noise: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    apical_tau: float | None | Literal["config"] = "config",
+    accumulate_feedback: bool = False,
 ) -> Solution:
     """Simulate the closed loop for inputs ``x`` [B, n_0] pushed towards ``r_target`` [B, n_L].
 
@@ -146,6 +152,9 @@ def simulate(
             (reference Euler path only); see :class:`Accumulator`.
         noise: ``(sigma, sigma_output)`` apical noise; defaults to ``system.cfg.noise``.
         generator: random generator for the noise.
+        apical_tau: overrides ``system.cfg.apical.tau`` (None = instantaneous apical input).
+        accumulate_feedback: sum ``a_i[t]^T u[t+1]`` over the steps (the sleep-phase rule's
+            pairing of the apical voltage with the next control); reference Euler path only.
 
     Returns:
         A :class:`Solution`; samples that diverge get a status, never an exception.
@@ -163,18 +172,32 @@ def simulate(
         ctrl.k_p if k_p is None else k_p,
         ctrl.tau_ratio if tau_ratio is None else tau_ratio,
     )
+    tau_a = cfg.apical.tau if apical_tau == "config" else apical_tau
     with torch.no_grad():
         if sim.solver == "euler_reference":
             return _euler_reference(
-                system, x, r_target, sim, params, record, record_v, accumulate, noise, generator
+                system,
+                x,
+                r_target,
+                sim,
+                params,
+                record,
+                record_v,
+                accumulate,
+                noise,
+                generator,
+                tau_a,
+                accumulate_feedback,
             )
         if noise[0] > 0 or noise[1] > 0:
             raise ValueError(
                 f"simulation.solver = {sim.solver!r} integrates the noiseless ODE; noise "
                 "(noise.sigma > 0) needs solver = 'euler_reference'"
             )
-        if accumulate is not None:
+        if accumulate is not None or accumulate_feedback:
             raise ValueError("accumulate needs simulation.solver = 'euler_reference'")
+        if tau_a != cfg.apical.tau:
+            raise ValueError("apical_tau overrides need simulation.solver = 'euler_reference'")
         return _odeint(system, x, r_target, sim, params, record, record_v)
 
 
@@ -189,6 +212,8 @@ def _euler_reference(
     accumulate: str | None,
     noise: tuple[float, float],
     generator: torch.Generator | None,
+    apical_tau: float | None,
+    accumulate_feedback: bool,
 ) -> Solution:
     """The official code's forward-Euler scheme, fused: input projection once, running sums,
     in-place updates. Step t -> t+1 (t = 0..T-2)::
@@ -205,7 +230,7 @@ def _euler_reference(
     dt = sim.dt
     T = sim.n_steps
     L = net.depth
-    tau_a = cfg.apical.tau if cfg.apical.tau is not None else dt
+    tau_a = apical_tau if apical_tau is not None else dt
     inst_tx = sim.inst_transmission or sim.inst_system_dynamics
     sigma, sigma_out = noise
     noisy = sigma > 0 or sigma_out > 0
@@ -255,10 +280,13 @@ def _euler_reference(
     noise_scale = math.sqrt(dt) / tau_a
     layer_order = range(L) if inst_tx else range(L - 1, -1, -1)
 
+    acc_Q = [torch.zeros_like(q) for q in Q] if accumulate_feedback else []
     for t in range(T - 1):
         e = r_target - r[-1]
         u_int_new = u_int + dt * integral_rate(e, u, u_int, alpha, leak)
         u_new = control_signal(u_int_new, e, k_p)
+        for i in range(len(acc_Q)):
+            acc_Q[i] += va[i].T @ u_new
         u_ap = u_new if sim.proactive_controller else u
         for i in layer_order:
             if i == 0:
@@ -303,14 +331,36 @@ def _euler_reference(
         acc_W[0] = acc_d1.T @ x
         accumulator = Accumulator(W=acc_W, b=acc_b, count=T)
     status = classify(
-        r[-1], r_target, u, u_int, r_ff[-1], torch.linalg.vector_norm(e0, dim=1),
-        alpha=alpha, leak=leak, sim=sim,
+        r[-1],
+        r_target,
+        u,
+        u_int,
+        r_ff[-1],
+        torch.linalg.vector_norm(e0, dim=1),
+        alpha=alpha,
+        leak=leak,
+        sim=sim,
     )
     times = torch.tensor(rec_steps, dtype=x.dtype) * dt
     return Solution(
-        t=times, r_out=r_rec, u=u_rec, e=e_rec, v=v_rec, v_final=v, r_final=r,
-        v_basal_final=vb, u_final=u, u_int_final=u_int, r_target=r_target, r_ff=r_ff,
-        v_ff=v_ff, status=status, steps_run=T - 1, nfe=T - 1, accumulator=accumulator,
+        t=times,
+        r_out=r_rec,
+        u=u_rec,
+        e=e_rec,
+        v=v_rec,
+        v_final=v,
+        r_final=r,
+        v_basal_final=vb,
+        u_final=u,
+        u_int_final=u_int,
+        r_target=r_target,
+        r_ff=r_ff,
+        v_ff=v_ff,
+        status=status,
+        steps_run=T - 1,
+        nfe=T - 1,
+        accumulator=accumulator,
+        feedback_accumulator=Accumulator(W=acc_Q, b=[], count=T - 1) if acc_Q else None,
     )
 
 
@@ -364,13 +414,31 @@ def _odeint(
         for i in range(1, L)
     ]
     status = classify(
-        r_final[-1], r_target, u_rec[-1], u_int_traj[-1], r_ff[-1],
+        r_final[-1],
+        r_target,
+        u_rec[-1],
+        u_int_traj[-1],
+        r_ff[-1],
         torch.linalg.vector_norm(r_target - r_ff[-1], dim=1),
-        alpha=alpha, leak=cfg.controller.leak, sim=sim,
+        alpha=alpha,
+        leak=cfg.controller.leak,
+        sim=sim,
     )
     return Solution(
-        t=times.cpu(), r_out=r_rec, u=u_rec, e=e_rec, v=v_traj if record_v else [],
-        v_final=v_final, r_final=r_final, v_basal_final=vb_final, u_final=u_rec[-1],
-        u_int_final=u_int_traj[-1], r_target=r_target, r_ff=r_ff, v_ff=v_ff, status=status,
-        steps_run=T - 1, nfe=f.nfe,
+        t=times.cpu(),
+        r_out=r_rec,
+        u=u_rec,
+        e=e_rec,
+        v=v_traj if record_v else [],
+        v_final=v_final,
+        r_final=r_final,
+        v_basal_final=vb_final,
+        u_final=u_rec[-1],
+        u_int_final=u_int_traj[-1],
+        r_target=r_target,
+        r_ff=r_ff,
+        v_ff=v_ff,
+        status=status,
+        steps_run=T - 1,
+        nfe=f.nfe,
     )

@@ -239,7 +239,7 @@ class VectorField(nn.Module):
 
     def initial_state(self) -> tuple[torch.Tensor, ...]:
         """The feedforward state with zero control (``u_int = 0``, apical voltages 0)."""
-        v = []
+        v: list[torch.Tensor] = []
         drive = self.input_drive
         for i in range(self.net.depth):
             if i > 0:

@@ -58,12 +58,24 @@ def _reference_relative_error(solver_kw: dict[str, object], dt: float) -> float:
     rt = system.target(x, y)
     base = system.cfg.simulation
     fine = simulate(
-        system, x, rt,
-        sim=base.model_copy(update={"solver": "dopri5", "dt": 0.01, "t_max": 3.0, "rtol": 1e-10,
-                                    "atol": 1e-12, "record_every": 1}),
+        system,
+        x,
+        rt,
+        sim=base.model_copy(
+            update={
+                "solver": "dopri5",
+                "dt": 0.01,
+                "t_max": 3.0,
+                "rtol": 1e-10,
+                "atol": 1e-12,
+                "record_every": 1,
+            }
+        ),
     )
     coarse = simulate(
-        system, x, rt,
+        system,
+        x,
+        rt,
         sim=base.model_copy(update={**solver_kw, "dt": dt, "t_max": 3.0, "steps": None}),
     )
     return float((coarse.u_final - fine.u_final).norm() / fine.u_final.norm())

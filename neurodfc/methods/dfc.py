@@ -1,0 +1,143 @@
+"""DFC (rule averaged over the simulated trajectory) and DFC-SS (rule at the last step)."""
+
+from __future__ import annotations
+
+import torch
+
+from neurodfc.components.target import loss_value, output_target
+from neurodfc.methods.base import Method, Update
+from neurodfc.methods.dfc_ssa import _bias
+from neurodfc.methods.rules import steady_state_gradients
+from neurodfc.solve import Solution, Status, simulate
+from neurodfc.system import DFCSystem
+
+
+def _status_info(status: torch.Tensor) -> dict[str, float]:
+    return {f"n_{s.name.lower()}": float((status == int(s)).sum()) for s in Status}
+
+
+def excluded_samples(status: torch.Tensor, include_non_converged: bool) -> torch.Tensor:
+    """Boolean mask [B] of samples left out of the update: every non-converged sample
+    (reference default), or only the non-finite ones when ``include_non_converged``."""
+    if include_non_converged:
+        return status == int(Status.NONFINITE)
+    return status != int(Status.CONVERGED)
+
+
+class DFCSS(Method):
+    """DFC-SS: simulate, then the forward rule with ``dv = v(T) - v^ff(T)`` and the rates at
+    the last step (the reference code's efficient controller)."""
+
+    name = "dfc_ss"
+    simulates = True
+
+    def update(
+        self,
+        system: DFCSystem,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Update:
+        net, cfg = system.network, system.cfg
+        lc = cfg.loss
+        with torch.no_grad():
+            out = net(x)
+            r_target = output_target(out, y, lc.loss, lc.lam, lc.reduction)
+            sol = simulate(system, x, r_target, record=False, generator=generator)
+            dv = [v - vb for v, vb in zip(sol.v_final, sol.v_basal_final, strict=True)]
+            r_prev = [x, *sol.r_final[:-1]]
+            drop = excluded_samples(sol.status, cfg.method.include_non_converged)
+            if bool(drop.any()):
+                dv = [torch.where(drop[:, None], 0.0, d) for d in dv]
+                r_prev = [
+                    torch.where(drop[:, None], rf, rp)
+                    for rf, rp in zip([x, *sol.r_ff[:-1]], r_prev, strict=True)
+                ]
+            gW, gb = steady_state_gradients(net, dv, r_prev, cfg.method.rule, sol.v_ff)
+            loss = loss_value(out, y, lc.loss, lc.reduction)
+        return Update(
+            grad_W=gW,
+            grad_b=_bias(net, gb),
+            loss=loss,
+            output=out,
+            status=sol.status,
+            info=_status_info(sol.status),
+        )
+
+
+class DFC(Method):
+    """DFC: the rule's teaching signal averaged over every simulated time point (the initial
+    state included, as in the reference code), ``grad W_i = -2/(B T) sum_t sum_b d_i r_{i-1}^T``.
+
+    Excluded samples (see :func:`excluded_samples`) contribute nothing but still count in B.
+    Their contribution is removed by re-simulating either them (and subtracting) or the kept
+    samples alone, whichever is fewer; both give the same dynamics because samples are
+    independent (with apical noise the re-simulation draws fresh noise).
+    """
+
+    name = "dfc"
+    simulates = True
+
+    def update(
+        self,
+        system: DFCSystem,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Update:
+        net, cfg = system.network, system.cfg
+        lc, rule = cfg.loss, cfg.method.rule
+        B = x.shape[0]
+        with torch.no_grad():
+            out = net(x)
+            r_target = output_target(out, y, lc.loss, lc.lam, lc.reduction)
+            sol = simulate(system, x, r_target, record=False, accumulate=rule, generator=generator)
+            drop = excluded_samples(sol.status, cfg.method.include_non_converged)
+            acc = self._sums(sol)
+            n_drop = int(drop.sum())
+            if n_drop > 0:
+                nonfinite = bool((sol.status[drop] == int(Status.NONFINITE)).any())
+                if nonfinite or 2 * n_drop > B:
+                    keep = ~drop
+                    acc = [torch.zeros_like(a) for a in acc]
+                    if bool(keep.any()):
+                        sub = simulate(
+                            system,
+                            x[keep],
+                            r_target[keep],
+                            record=False,
+                            accumulate=rule,
+                            generator=generator,
+                        )
+                        acc = self._sums(sub)
+                else:
+                    sub = simulate(
+                        system,
+                        x[drop],
+                        r_target[drop],
+                        record=False,
+                        accumulate=rule,
+                        generator=generator,
+                    )
+                    acc = [a - s for a, s in zip(acc, self._sums(sub), strict=True)]
+            T = sol.steps_run + 1
+            L = net.depth
+            scale = -2.0 / (B * T)
+            gW = [scale * a for a in acc[:L]]
+            gb = [scale * a for a in acc[L:]]
+            loss = loss_value(out, y, lc.loss, lc.reduction)
+        return Update(
+            grad_W=gW,
+            grad_b=_bias(net, gb),
+            loss=loss,
+            output=out,
+            status=sol.status,
+            info=_status_info(sol.status),
+        )
+
+    @staticmethod
+    def _sums(sol: Solution) -> list[torch.Tensor]:
+        assert sol.accumulator is not None
+        return [*sol.accumulator.W, *sol.accumulator.b]

@@ -1,0 +1,147 @@
+"""Training runs end to end: files, resume equals uninterrupted, failures leave no damage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from neurodfc.cli import main
+from neurodfc.config import ExperimentConfig, load_config
+from neurodfc.methods import Update
+from neurodfc.training import CHECKPOINT, NonFiniteError, RunDirError, train
+from tests.helpers import make_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _toy(method: str = "dfc_ssa", learned: bool = True, epochs: int = 2) -> ExperimentConfig:
+    return make_config(
+        [6, 8, 3],
+        k_p=1.0,
+        alpha=0.01,
+        lam=0.05,
+        reduction="mean",
+        fb_init="xavier_normal",
+        sim={"dt": 0.02, "steps": 60},
+        data={"dataset": "teacher_student", "n_train": 96, "n_val": 32, "n_test": 32},
+        method={"name": method, "include_non_converged": True},
+        training={"epochs": epochs, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
+        feedback={"learned": learned},
+        feedback_learning={
+            "pretrain_epochs": 1,
+            "extra_epochs": 1,
+            "steps": 8,
+            "sigma": 0.05,
+            "dt": 0.002,
+            "tau_ratio": 0.01,
+        },
+    )
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = torch.load(run / CHECKPOINT, weights_only=False)["system"]
+    return state
+
+
+def test_train_writes_config_metrics_and_checkpoint(tmp_path: Path) -> None:
+    cfg = _toy()
+    res = train(cfg, tmp_path / "run", quiet=True, log=lambda _: None)
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "config.toml",
+        "metrics.nc",
+        "checkpoint.pt",
+    }
+    assert load_config(tmp_path / "run" / "config.toml") == cfg
+    ds = xr.open_dataset(tmp_path / "run" / "metrics.nc")
+    assert list(ds["epoch"].values) == [1, 2]
+    for var in ("train_loss", "val_loss", "test_loss", "wall_time", "n_converged"):
+        assert var in ds and np.isfinite(ds[var].values).all()
+    assert ExperimentConfig.model_validate_json(ds.attrs["config"]) == cfg
+    assert ds.attrs["best_val_epoch"] in (1, 2)
+    assert res.metrics.attrs["test_loss_at_best_val"] == pytest.approx(
+        float(ds["test_loss"].sel(epoch=ds.attrs["best_val_epoch"]))
+    )
+
+
+@pytest.mark.parametrize("method", ["dfc_ssa", "dfc"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, method: str) -> None:
+    full = train(_toy(method, epochs=3), tmp_path / "full", quiet=True, log=lambda _: None)
+    train(_toy(method, epochs=1), tmp_path / "part", quiet=True, log=lambda _: None)
+    with pytest.raises(RunDirError):  # an existing run is not overwritten silently
+        train(_toy(method, epochs=3), tmp_path / "part", quiet=True, log=lambda _: None)
+    resumed = train(
+        _toy(method, epochs=3), tmp_path / "part", resume=True, quiet=True, log=lambda _: None
+    )
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    np.testing.assert_array_equal(
+        full.metrics["test_loss"].values, resumed.metrics["test_loss"].values
+    )
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    train(_toy(epochs=1), tmp_path / "r", quiet=True, log=lambda _: None)
+    other = _toy(epochs=2).model_copy(update={"seed": 5})
+    with pytest.raises(RunDirError, match="different config"):
+        train(other, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
+
+
+def test_nonfinite_update_stops_without_touching_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neurodfc.methods.dfc_ssa import DFCSSA
+
+    run = tmp_path / "r"
+    train(_toy(learned=False, epochs=1), run, quiet=True, log=lambda _: None)
+    before = _weights(run)
+    original = DFCSSA.update
+    calls = {"n": 0}
+
+    def poisoned(self: DFCSSA, *args: object, **kw: object) -> Update:
+        up = original(self, *args, **kw)  # type: ignore[arg-type]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            up.grad_W[0] = up.grad_W[0] * float("nan")
+        return up
+
+    monkeypatch.setattr(DFCSSA, "update", poisoned)
+    with pytest.raises(NonFiniteError, match="epoch 2, batch 1"):
+        train(_toy(learned=False, epochs=2), run, resume=True, quiet=True, log=lambda _: None)
+    after = _weights(run)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+        assert torch.isfinite(after[k]).all()
+    ds = xr.open_dataset(run / "metrics.nc")
+    assert list(ds["epoch"].values) == [1]
+
+
+def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "train",
+        str(REPO / "models" / "fig3_dfc_ssa.toml"),
+        "--out",
+        str(tmp_path / "r"),
+        "--epochs",
+        "1",
+        "--quiet",
+        "--set",
+        "data.n_train=128",
+        "--set",
+        "data.n_val=64",
+        "--set",
+        "data.n_test=64",
+        "--set",
+        "feedback_learning.pretrain_epochs=1",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test loss" in out and (tmp_path / "r" / "metrics.nc").exists()
+    # the same command again without --resume is a usage error (exit 2), not a crash
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
