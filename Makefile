@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.neurodfc-installed
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2
+# the shared data folder beside the checkout, when present (tests and CI never download)
+ifneq ($(wildcard ../shared/data),)
+export NEURODFC_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: demo test lint typecheck check clean
 
