@@ -100,6 +100,9 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     os.close(fd)
     try:
         ds.to_netcdf(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; follow the umask like open()
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -35,6 +35,11 @@ def shared_data_dir() -> Path | None:
     return p if p.is_dir() else None
 
 
+# Subprocesses and dask workers started by tests inherit this (tests never download).
+if shared_data_dir() is not None:
+    os.environ.setdefault("NEURODFC_DATA", str(shared_data_dir()))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The folder holding mnist/ and fashion-mnist/ IDX files (skips if absent)."""

@@ -1,0 +1,362 @@
+"""Configuration: bad input is one clear error naming the field and its allowed range, raised
+before any compute; TOML files round-trip; the CLI turns bad input into exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neurodfc.cli import main
+from neurodfc.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+    load_toml,
+    to_toml,
+)
+from neurodfc.experiment import load_data
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = sorted((REPO / "models").glob("*.toml"))
+FIG1D = REPO / "models" / "fig1d.toml"
+
+
+def _problem_lines(err: ConfigError) -> list[str]:
+    """The per-field problems of a validation message: one line ``header field: problem`` for
+    a single bad field, else one indented line per field after the header."""
+    lines = str(err).splitlines()
+    if len(lines) == 1:
+        return lines
+    return [ln for ln in lines if ln.startswith("  ")]
+
+
+# ----------------------------------------------------------------------- bad config values
+# (tree, overrides, substrings the single message must contain)
+BAD_VALUES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
+    "negative_alpha": ({"controller": {"alpha": -0.1}}, [], ["controller.alpha"]),
+    "dt_above_tau_ratio": (
+        {"controller": {"tau_ratio": 0.2}, "simulation": {"solver": "euler", "dt": 0.5}},
+        [],
+        ["simulation.dt", "0.5", "(0, controller.tau_ratio = 0.2]"],
+    ),
+    "hidden_activation_length": (
+        {"network": {"sizes": [3, 4, 5, 2], "hidden_activation": ["tanh"]}},
+        [],
+        ["hidden_activation", "1", "2 hidden layers"],
+    ),
+    "unknown_key": (
+        {"controller": {"k_i": 1.0}},
+        [],
+        ["controller.k_i", "unknown key"],
+    ),
+    "unknown_activation": (
+        {"network": {"hidden_activation": "swish"}},
+        [],
+        ["network.hidden_activation", "swish", "'tanh'", "'linear'", "'relu'", "'sigmoid'"],
+    ),
+    "unknown_output_activation": (
+        {"network": {"output_activation": "softplus"}},
+        [],
+        ["network.output_activation", "softplus", "'tanh'", "'sigmoid'"],
+    ),
+    "set_unknown_field": ({}, ["controller.gain=2"], ["controller.gain", "unknown key"]),
+    "set_unknown_section": ({}, ["optimizer.lr=0.1"], ["optimizer", "unknown key"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_value_is_a_config_error_naming_the_field(case: str) -> None:
+    tree, overrides, needles = BAD_VALUES[case]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree, overrides, source="my.toml")
+    msg = str(info.value)
+    assert "my.toml" in msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_negative_alpha_message_states_the_range() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"controller": {"alpha": -1e-3}})
+    msg = str(info.value)
+    assert "controller.alpha" in msg
+    assert ">= 0" in msg or "greater than or equal to 0" in msg
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "negative_alpha",
+        "dt_above_tau_ratio",
+        "hidden_activation_length",
+        "unknown_key",
+        "unknown_activation",
+        "unknown_output_activation",
+        "set_unknown_field",
+    ],
+)
+def test_one_bad_field_is_reported_once(case: str) -> None:
+    tree, overrides, _ = BAD_VALUES[case]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree, overrides)
+    assert len(_problem_lines(info.value)) == 1, str(info.value)
+
+
+def test_every_bad_field_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"controller": {"alpha": -1.0, "k_p": -2.0}, "loss": {"lam": 0}})
+    msg = str(info.value)
+    for field in ("controller.alpha", "controller.k_p", "loss.lam"):
+        assert field in msg
+    assert len(_problem_lines(info.value)) == 3
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        # the boundary dt = tau_ratio is allowed: (0, tau_ratio]
+        {"controller": {"tau_ratio": 0.2}, "simulation": {"dt": 0.2}},
+        # adaptive solvers take dt only as the first step
+        {"controller": {"tau_ratio": 0.2}, "simulation": {"solver": "dopri5", "dt": 0.5}},
+        # without v-dynamics there is no tau_v constraint
+        {
+            "controller": {"tau_ratio": 0.2},
+            "simulation": {"dt": 0.5, "inst_system_dynamics": True},
+        },
+        {"network": {"sizes": [3, 4, 5, 2], "hidden_activation": ["tanh", "relu"]}},
+        {"controller": {"alpha": 0.0}},
+    ],
+)
+def test_valid_edge_cases_are_accepted(tree: dict[str, Any]) -> None:
+    config_from_dict(tree)
+
+
+def test_dt_rule_applies_to_every_fixed_step_solver() -> None:
+    for solver in ("euler_reference", "euler", "midpoint", "rk4"):
+        with pytest.raises(ConfigError, match="simulation.dt"):
+            config_from_dict(
+                {"controller": {"tau_ratio": 0.1}, "simulation": {"solver": solver, "dt": 0.11}}
+            )
+
+
+def test_set_without_equals_sign_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_config(FIG1D, ["controller.k_p"])
+
+
+def test_set_override_is_parsed_as_toml() -> None:
+    cfg = load_config(
+        FIG1D,
+        ["controller.k_p=0.5", "network.sizes=[15, 7, 1]", "name=plain words", "loss.lam=1e-3"],
+    )
+    assert cfg.controller.k_p == 0.5
+    assert cfg.network.sizes == [15, 7, 1]
+    assert cfg.name == "plain words"
+    assert cfg.loss.lam == 1e-3
+
+
+# ----------------------------------------------------------------------- files
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "not found" in str(info.value)
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "x"\n[network\nsizes = [1, 2]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg and "TOML" in msg and "line 2" in msg
+
+
+def test_bad_value_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "neg.toml"
+    path.write_text("[controller]\nalpha = -1.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "controller.alpha" in str(info.value)
+
+
+def test_network_sizes_must_fit_the_data(data_dir: Path) -> None:
+    cfg = config_from_dict(
+        {
+            "network": {"sizes": [10, 5, 10]},
+            "loss": {"loss": "cross_entropy"},
+            "data": {"dataset": "mnist", "data_dir": str(data_dir / "mnist")},
+        }
+    )
+    with pytest.raises(ValueError) as info:
+        load_data(cfg)
+    msg = str(info.value)
+    assert "network.sizes" in msg and "784" in msg
+
+
+# ----------------------------------------------------------------------- round trip
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_model_file_loads_and_round_trips(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+    # every key of the file is a field (extra="forbid") and survives validation unchanged
+    raw = load_toml(path)
+    dumped = cfg.model_dump(mode="json")
+    for section, table in raw.items():
+        if isinstance(table, dict):
+            for key, value in table.items():
+                assert dumped[section][key] == value, (section, key)
+        else:
+            assert dumped[section] == table
+    again = config_from_dict(tomllib.loads(to_toml(cfg)))
+    assert again == cfg
+
+
+ROUND_TRIP_CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "hidden_list": {"network": {"sizes": [3, 4, 5, 2], "hidden_activation": ["relu", "tanh"]}},
+    "optional_fields_set": {
+        "apical": {"tau": 0.05},
+        "noise": {"sigma": 0.01, "sigma_output": 0.0},
+        "data": {"data_dir": 'C:\\data "quoted"\n', "max_train_samples": 7},
+    },
+    "extreme_floats": {"simulation": {"rtol": 1e-300, "atol": 1.5e-12, "dt": 1e-7}},
+    "bmp_unicode_name": {"name": "Fig. 1D \u2013 \u03bb sweep"},
+    "t_max_without_steps": {"simulation": {"steps": None, "t_max": 5.0}},
+    "non_bmp_name": {"name": "run \U0001f9e0"},
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "defaults",
+        "hidden_list",
+        "optional_fields_set",
+        "extreme_floats",
+        "bmp_unicode_name",
+        "t_max_without_steps",
+        "non_bmp_name",
+    ],
+)
+def test_to_toml_round_trip(case: str) -> None:
+    cfg = config_from_dict(ROUND_TRIP_CASES[case])
+    again = config_from_dict(tomllib.loads(to_toml(cfg)))
+    assert again == cfg
+
+
+# ----------------------------------------------------------------------- CLI exit codes
+# (argv after "simulate CONFIG --out OUT", a substring the message must contain)
+CLI_BAD: dict[str, tuple[list[str], str]] = {
+    "negative_alpha": (["--set", "controller.alpha=-0.5"], "controller.alpha"),
+    "dt_above_tau_ratio": (["--set", "simulation.dt=0.5"], "simulation.dt"),
+    "hidden_activation_length": (
+        ["--set", 'network.hidden_activation=["tanh"]'],
+        "hidden_activation",
+    ),
+    "unknown_key": (["--set", "controller.gain=2"], "controller.gain"),
+    "unknown_activation": (["--set", "network.hidden_activation=swish"], "swish"),
+    "zero_samples": (["--samples", "0"], "--samples"),
+}
+
+
+def _run_cli(
+    capsys: pytest.CaptureFixture[str], config: Path, out: Path, extra: list[str]
+) -> tuple[int, str, str]:
+    rc = main(["simulate", str(config), "--out", str(out), *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _assert_clean_usage_error(rc: int, out: str, err: str, needle: str) -> None:
+    assert rc == 2
+    assert "Traceback" not in err and "Traceback" not in out
+    assert err.startswith("neurodfc simulate: error: ")
+    assert err.count("error:") == 1
+    assert needle in err
+
+
+@pytest.mark.parametrize("case", list(CLI_BAD))
+def test_cli_bad_value_exits_2_without_traceback(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra, needle = CLI_BAD[case]
+    out_file = tmp_path / "out.nc"
+    rc, out, err = _run_cli(capsys, FIG1D, out_file, extra)
+    _assert_clean_usage_error(rc, out, err, needle)
+    assert not out_file.exists() and list(tmp_path.iterdir()) == []  # nothing was computed
+
+
+@pytest.mark.parametrize("case", list(CLI_BAD))
+def test_cli_bad_value_is_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra, _ = CLI_BAD[case]
+    _, _, err = _run_cli(capsys, FIG1D, tmp_path / "out.nc", extra)
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.toml"
+    rc, out, err = _run_cli(capsys, missing, tmp_path / "out.nc", [])
+    _assert_clean_usage_error(rc, out, err, str(missing))
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_malformed_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[controller]\nk_p = = 1\n")
+    rc, out, err = _run_cli(capsys, bad, tmp_path / "out.nc", [])
+    _assert_clean_usage_error(rc, out, err, str(bad))
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.nc").exists()
+
+
+def test_cli_sizes_not_fitting_the_data(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = [
+        "--set",
+        "data.dataset=mnist",
+        "--set",
+        "loss.loss=cross_entropy",
+        "--set",
+        "network.sizes=[15, 10, 10]",
+        "--set",
+        f'data.data_dir="{data_dir / "mnist"}"',
+    ]
+    rc, out, err = _run_cli(capsys, FIG1D, tmp_path / "out.nc", extra)
+    _assert_clean_usage_error(rc, out, err, "network.sizes")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.nc").exists()
+
+
+def test_cli_subprocess_missing_file_exits_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "neurodfc.cli", "simulate", "missing.toml", "--out", "x.nc"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "neurodfc simulate: error: config file not found: missing.toml"
+    ]
+    assert not (tmp_path / "x.nc").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["simulate", "--help"]])
+def test_cli_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "simulate" in out and "usage:" in out
