@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from neurodfc.methods import Method, feedback_gradients, get_method
 from neurodfc.results import write_netcdf
 from neurodfc.solve import Status
 from neurodfc.system import DFCSystem
+
+if TYPE_CHECKING:  # analysis sits above training: imported lazily when logging is on
+    from neurodfc.analysis.monitor import AnalysisLogger
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.nc"
@@ -197,6 +200,12 @@ class Trainer:
         self.batch_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         self.state = _State()
+        # analysis logging (issue 4); None when off, so the loop pays one comparison
+        self.analysis_logger: AnalysisLogger | None = None
+        if cfg.analysis.log_interval > 0:
+            from neurodfc.analysis.monitor import AnalysisLogger
+
+            self.analysis_logger = AnalysisLogger(cfg.analysis, self.method, seed=cfg.seed)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -212,6 +221,7 @@ class Trainer:
             "epochs_done": self.state.epochs_done,
             "rows": self.state.rows,
             "config": self.cfg.model_dump_json(),
+            "analysis": None if self.analysis_logger is None else self.analysis_logger.state(),
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -223,6 +233,8 @@ class Trainer:
         self.batch_gen.set_state(ckpt["batch_gen"])
         self.noise_gen.set_state(ckpt["noise_gen"])
         self.state = _State(ckpt["pretrain_done"], ckpt["epochs_done"], list(ckpt["rows"]))
+        if self.analysis_logger is not None:
+            self.analysis_logger.load(ckpt.get("analysis"))
 
     def save(self) -> None:
         """Write the checkpoint and the metrics (atomically)."""
@@ -271,6 +283,11 @@ class Trainer:
                 for b, g in zip(net.b, up.grad_b, strict=True):
                     b.grad = g
             clip_gradients(self.fwd_params, tc.clip_grad_norm, tc.clip_mode)
+            if self.analysis_logger is not None and self.analysis_logger.due(k):
+                n_batches = math.ceil(self.data.train.x.shape[0] / tc.batch_size)
+                self.analysis_logger.log(
+                    self.system, xb, yb, up, epoch=epoch, batch=k, batches_per_epoch=n_batches
+                )
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             bs = xb.shape[0]
@@ -399,6 +416,10 @@ class Trainer:
         for k, unit in (("wall_time", "s"), ("train_loss", "1"), ("test_loss", "1")):
             if k in ds:
                 ds[k].attrs["units"] = unit
+        logged = None if self.analysis_logger is None else self.analysis_logger.to_dataset()
+        if logged is not None:  # analysis metrics with dim step (see neurodfc.analysis.monitor)
+            ds = xr.merge([ds, logged], combine_attrs="override")
+            ds.attrs["analysis_config"] = logged.attrs["analysis_config"]
         return ds
 
 

@@ -1,0 +1,133 @@
+"""Convergence of the simulated closed loop: status, settling time, decay rate of |e(t)| and
+the distance of the simulated end state to the Lemma-1 steady state.
+
+Per sample, from a recorded simulation (times ``t_k``, units of tau_u):
+
+* the convergence criterion (the reference code's, :func:`neurodfc.solve.classify`) at t_k:
+  ``|r_L(t_k) - (r_L* - alpha u_leak(t_k))| / |r_L^-| < convergence_threshold`` and
+  ``|e(t_k)| < epsilon^2 |e(0)|`` (``u_leak = u`` for the reference leak, ``u_int = u - k_p e``
+  for the paper's);
+* ``settling_time``: the first recorded t_k from which the criterion holds at every later
+  recorded time (NaN if it does not hold at the end);
+* ``decay_rate``: ``-slope`` of the least-squares line through ``(t_k, log|e(t_k)|)`` over
+  the last ``tail`` fraction of the recorded points (1/tau_u; > 0: decaying). With ``alpha > 0``
+  the error settles at ``alpha u_ss``, so on long horizons the tail rate tends to 0; on the
+  transient it estimates ``-max Re eig(A_PI)``;
+* ``dist_lemma1_output``: ``|r_L(T) - r_L^ss| / |r_L^- - r_L^ss|`` with ``r_L^ss`` the Lemma-1
+  output (the reference code's ``rel_dist_to_NDI``); ``dist_lemma1_u``:
+  ``|u(T) - u_ss| / |u_ss|``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from neurodfc.analysis._common import finish, var
+from neurodfc.analysis.stability import status_attrs
+from neurodfc.components.controller import leak_residual
+from neurodfc.config import SimulationConfig
+from neurodfc.solve import simulate
+from neurodfc.system import DFCSystem, lemma1
+
+
+def tail_decay_rate(t: torch.Tensor, e_norm: torch.Tensor, tail: float) -> torch.Tensor:
+    """``-slope`` of ``log e_norm`` against ``t`` by least squares over the last ``tail``
+    fraction (at least 2) of the time points; ``t`` [T], ``e_norm`` [T, B] -> [B]. NaN where a
+    used point is zero or non-finite."""
+    T = t.shape[0]
+    n = max(2, int(np.ceil(tail * T)))
+    tt = t[T - n :].to(e_norm.dtype).to(e_norm.device)
+    with torch.no_grad():
+        logs = torch.log(e_norm[T - n :])
+        logs = torch.where(torch.isfinite(logs), logs, torch.nan)
+        tc = tt - tt.mean()
+        slope = (tc.unsqueeze(1) * (logs - logs.mean(0))).sum(0) / (tc * tc).sum()
+    return -slope
+
+
+def convergence(
+    system: DFCSystem,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    sim: SimulationConfig | None = None,
+    tail: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> xr.Dataset:
+    """Per-sample convergence diagnostics of one simulation (see the module docstring).
+
+    Args:
+        system: the DFC system (controller and convergence thresholds from its config).
+        x: inputs [B, n_0]; y: labels or targets (for ``r_L*``).
+        sim: simulation settings (default: the config's; ``record_every`` sets the time
+            resolution of ``settling_time`` and of the decay fit).
+        tail: fraction (0, 1] of the recorded points used for the decay-rate fit.
+        generator: noise generator (only used with apical noise).
+
+    Returns:
+        Dataset with dims ``time`` and ``sample``: ``e_norm`` (time, sample), ``status``
+        (sample, int8 codes), ``settling_time``, ``decay_rate``, ``final_ratio`` (the
+        criterion's ratio at T), ``dist_lemma1_output``, ``dist_lemma1_u`` (sample).
+    """
+    if not 0 < tail <= 1:
+        raise ValueError(f"tail must lie in (0, 1], got {tail}")
+    cfg = system.cfg
+    sim = sim or cfg.simulation
+    ctrl = cfg.controller
+    with torch.no_grad():
+        r_target = system.target(x, y)
+        sol = simulate(system, x, r_target, sim=sim, record=True, generator=generator)
+        u_int = sol.u - ctrl.k_p * sol.e  # u = u_int + k_p e
+        resid = leak_residual(r_target.unsqueeze(0), sol.u, u_int, ctrl.alpha, ctrl.leak)
+        ff_norm = torch.linalg.vector_norm(sol.r_ff[-1], dim=1)
+        ratio = torch.linalg.vector_norm(sol.r_out - resid, dim=2) / ff_norm  # [T, B]
+        e_norm = sol.e_norm
+        ok = (ratio < sim.convergence_threshold) & (e_norm < sim.epsilon**2 * e_norm[:1])
+        # settled from k on: ok at every recorded time >= k (reverse cumulative AND)
+        settled = torch.flip(torch.cummin(torch.flip(ok.to(torch.int8), [0]), 0).values, [0])
+        first = torch.argmax(settled, dim=0)
+        t = sol.t.to(x.dtype).to(x.device)
+        settle = torch.where(settled[-1].bool(), t[first], torch.nan)
+        rate = tail_decay_rate(sol.t, e_norm, tail)
+        ss = lemma1(system, x, r_target)
+        dist_out = torch.linalg.vector_norm(
+            sol.r_final[-1] - ss.r[-1], dim=1
+        ) / torch.linalg.vector_norm(sol.r_ff[-1] - ss.r[-1], dim=1)
+        dist_u = torch.linalg.vector_norm(sol.u_final - ss.u, dim=1) / torch.linalg.vector_norm(
+            ss.u, dim=1
+        )
+    ds = xr.Dataset(
+        {
+            "e_norm": var(("time", "sample"), e_norm, "control error |e(t)|"),
+            "status": var(
+                ("sample",), sol.status.to(torch.int8), "per-sample status", **status_attrs()
+            ),
+            "settling_time": var(
+                ("sample",), settle, "time from which the convergence criterion holds", "tau_u"
+            ),
+            "decay_rate": var(
+                ("sample",), rate, "decay rate of |e(t)| (fit of log|e| over the tail)", "1/tau_u"
+            ),
+            "final_ratio": var(
+                ("sample",), ratio[-1], "|r_L(T) - (r_L* - alpha u_leak(T))| / |r_L^-|"
+            ),
+            "dist_lemma1_output": var(
+                ("sample",), dist_out, "|r_L(T) - r_L^ss| / |r_L^- - r_L^ss| (Lemma 1)"
+            ),
+            "dist_lemma1_u": var(("sample",), dist_u, "|u(T) - u_ss| / |u_ss| (Lemma 1)"),
+        },
+        coords={
+            "time": ("time", sol.t.cpu().numpy(), {"units": "tau_u"}),
+            "sample": np.arange(x.shape[0]),
+        },
+    )
+    return finish(
+        ds,
+        system,
+        "neurodfc.analysis.convergence",
+        tail=float(tail),
+        convergence_threshold=float(sim.convergence_threshold),
+        epsilon=float(sim.epsilon),
+    )
