@@ -1,4 +1,4 @@
-"""The ``neurodfc`` command: ``simulate``, ``train``, ``report``.
+"""The ``neurodfc`` command: ``simulate``, ``train``, ``sweep``, ``report``.
 
 Bad input (a missing file, an unknown key, a value out of range) is reported in one message
 naming the field and the allowed range, with exit status 2 and no traceback.
@@ -95,6 +95,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train every (grid point x seed) on dask.distributed; exit 1 when a run failed."""
+    from neurodfc.sweep import (
+        InvalidGridError,
+        MissingDependencyError,
+        parse_grid,
+        parse_seeds,
+        plan_grid_sweep,
+        require_distributed,
+        run_sweep,
+    )
+
+    try:
+        require_distributed()
+        seeds = parse_seeds(args.seeds, args.seed_list)
+        grid = [parse_grid(g) for g in args.grid]
+    except (MissingDependencyError, InvalidGridError) as err:
+        raise UsageError(str(err)) from None
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.workers is not None and (args.workers < 1 or args.scheduler is not None):
+        raise UsageError("--workers must be >= 1 and cannot be combined with --scheduler")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    if args.device is not None:
+        overrides.append(f'device="{args.device}"')
+    try:
+        plan = plan_grid_sweep(args.config, args.out, seeds, grid, overrides)
+    except InvalidGridError as err:
+        raise UsageError(str(err)) from None
+    invalid = [t for t in plan.tasks if t.config is None]
+    if len(invalid) == len(plan.tasks):  # nothing can run: a plain usage error
+        raise UsageError(str(invalid[0].error))
+    report = run_sweep(
+        plan,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        retries=args.retries,
+        quiet=args.quiet,
+    )
+    if report.failed:
+        print(
+            f"neurodfc sweep: {len(report.failed)} of {len(plan.tasks)} runs failed "
+            f"(see {args.out / 'logs'})",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write PNG figures and report.md for a run folder or a .nc file."""
+    from neurodfc.report import report
+
+    md = report(args.run, args.out)
+    print(f"wrote {md} and its figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``neurodfc`` command."""
     parser = argparse.ArgumentParser(
@@ -116,6 +178,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "sweep",
+        help="train every (grid point x seed) as a task on dask.distributed",
+        description="Train CONFIG for every seed and grid point on dask.distributed (a "
+        "LocalCluster by default), then merge the runs into SWEEP_DIR/sweep.nc and write "
+        "table.md / table.csv (mean +- std over seeds). Re-running the same command skips "
+        "finished runs and resumes interrupted ones. Needs: pip install -e '.[sweep]'.",
+    )
+    p.add_argument("config", type=Path, help="TOML experiment config (see models/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a config field for every run (repeatable)",
+    )
+    seeds = p.add_mutually_exclusive_group(required=True)
+    seeds.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1")
+    seeds.add_argument("--seed-list", default=None, metavar="S1,S2,...", help="explicit seeds")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=V1,V2,...",
+        help="a grid axis, e.g. --grid training.lr=1e-3,1e-2 (repeatable: full product)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="number of epochs (overrides)")
+    p.add_argument("--device", default=None, help="torch device of every run, e.g. cuda")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="use a running dask scheduler (e.g. tcp://host:8786) instead of a LocalCluster",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the LocalCluster (default: one per core)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="re-runs of a task whose worker died (default 2)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="sweep folder (SWEEP_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (for logs)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="figures and report.md of a run folder or .nc file")
+    p.add_argument("run", type=Path, help="RUN_DIR (with metrics.nc) or a .nc file")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/report)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
