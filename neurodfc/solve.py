@@ -14,8 +14,10 @@ from typing import Literal
 
 import torch
 
-from neurodfc.components.controller import control_signal, integral_rate, leak_residual
+from neurodfc.components.controller import leak_residual
 from neurodfc.config import SimulationConfig
+from neurodfc.fastpath import euler_reference_fast
+from neurodfc.integrators import integrate
 from neurodfc.system import DFCSystem, VectorField
 
 FORWARD_RULES = ("nonlinear_difference", "voltage_difference", "derivative_matrix")
@@ -35,15 +37,17 @@ STATUS_NAMES = [s.name.lower() for s in Status]
 
 @dataclass
 class Accumulator:
-    """Sums over time steps and batch of a forward rule's teaching signal ``d_i``.
+    """Sums over time and batch of a forward rule's teaching signal ``d_i``.
 
     ``W[i] = sum_t d_i[t]^T r_{i-1}[t]`` [n_i, n_{i-1}], ``b[i] = sum_t sum_b d_i[t]`` [n_i];
-    ``count`` time points summed (the initial state included, as in the reference code).
+    the time average is ``W / count``. Reference scheme: ``count`` time points summed (the
+    initial state included, as in the reference code). Continuous-time solvers: the sums are
+    integrals over [0, t_max] and ``count = t_max``.
     """
 
     W: list[torch.Tensor]
     b: list[torch.Tensor]
-    count: int
+    count: float
 
 
 @dataclass
@@ -149,7 +153,8 @@ def simulate(
         record: record ``r_L, u, e`` every ``sim.record_every`` steps (else only the ends).
         accumulate: a forward rule (``nonlinear_difference``, ``voltage_difference``,
             ``derivative_matrix``) whose teaching signal is summed over the trajectory
-            (reference Euler path only); see :class:`Accumulator`.
+            (reference Euler: over the time points; continuous-time solvers: integrated over
+            [0, t_max]); see :class:`Accumulator`.
         noise: ``(sigma, sigma_output)`` apical noise; defaults to ``system.cfg.noise``.
         generator: random generator for the noise.
         apical_tau: overrides ``system.cfg.apical.tau`` (None = instantaneous apical input).
@@ -194,11 +199,15 @@ def simulate(
                 f"simulation.solver = {sim.solver!r} integrates the noiseless ODE; noise "
                 "(noise.sigma > 0) needs solver = 'euler_reference'"
             )
-        if accumulate is not None or accumulate_feedback:
-            raise ValueError("accumulate needs simulation.solver = 'euler_reference'")
+        if accumulate_feedback:
+            raise ValueError("accumulate_feedback needs simulation.solver = 'euler_reference'")
+        if sim.solver == "etdrk4":
+            return _continuous(
+                system, x, r_target, sim, params, record, record_v, accumulate, tau_a
+            )
         if tau_a != cfg.apical.tau:
             raise ValueError("apical_tau overrides need simulation.solver = 'euler_reference'")
-        return _odeint(system, x, r_target, sim, params, record, record_v)
+        return _odeint(system, x, r_target, sim, params, record, record_v, accumulate)
 
 
 def _euler_reference(
@@ -215,8 +224,8 @@ def _euler_reference(
     apical_tau: float | None,
     accumulate_feedback: bool,
 ) -> Solution:
-    """The official code's forward-Euler scheme, fused: input projection once, running sums,
-    in-place updates. Step t -> t+1 (t = 0..T-2)::
+    """The official code's forward-Euler scheme on the fast path
+    (:func:`neurodfc.fastpath.euler_reference_fast`). Step t -> t+1 (t = 0..T-2)::
 
         e = r* - r_L[t];  u_int[t+1] = u_int[t] + dt (e - alpha u[t]);  u[t+1] = u_int[t+1] + k_p e
         a_i[t+1] = a_i[t] + dt/tau_A (-a_i[t] + Q_i u[t+1 if proactive else t]) (+ noise)
@@ -224,144 +233,194 @@ def _euler_reference(
         v_i[t+1] = v_i[t] + dt/tau_ratio (a_i + vb_i - v_i[t])   (or a_i + vb_i if inst_system)
     """
     net = system.network
-    cfg = system.cfg
+    leak = system.cfg.controller.leak
     alpha, k_p, tcr = params
-    leak = cfg.controller.leak
-    dt = sim.dt
     T = sim.n_steps
-    L = net.depth
-    tau_a = apical_tau if apical_tau is not None else dt
-    inst_tx = sim.inst_transmission or sim.inst_system_dynamics
-    sigma, sigma_out = noise
-    noisy = sigma > 0 or sigma_out > 0
-    W = [w.detach() for w in net.W]
-    Q = [q.detach() for q in net.Q]
-    bias = [b.detach() for b in net.b] if net.has_bias else [None] * L
-
-    v_ff, r_ff = net.feedforward(x)
-    drive0 = v_ff[0]  # W_1 r_0 + b_1, constant over the simulation
-    v = [t.clone() for t in v_ff]
-    r = [t.clone() for t in r_ff]
-    vb = [t.clone() for t in v_ff]
-    va = [torch.zeros_like(t) for t in v_ff]
-    u = torch.zeros_like(r_target)
-    u_int = torch.zeros_like(r_target)
-    e0 = r_target - r[-1]
-
     rec_steps = _record_steps(T, sim.record_every) if record else [0, T - 1]
-    rec_set = {s: k for k, s in enumerate(rec_steps)}
-    n_rec = len(rec_steps)
-    r_rec = torch.empty((n_rec, *r_target.shape), dtype=x.dtype, device=x.device)
-    u_rec = torch.empty_like(r_rec)
-    e_rec = torch.empty_like(r_rec)
-    v_rec = (
-        [torch.empty((n_rec, *t.shape), dtype=x.dtype, device=x.device) for t in v]
-        if record_v
-        else []
-    )
+    r_ff_out = net(x)
+    e0_norm = torch.linalg.vector_norm(r_target - r_ff_out, dim=1)
 
-    def store(k: int) -> None:
-        r_rec[k] = r[-1]
-        u_rec[k] = u
-        e_rec[k] = r_target - r[-1]
-        for i in range(len(v_rec)):
-            v_rec[i][k] = v[i]
+    def converged(r_out: torch.Tensor, u: torch.Tensor, u_int: torch.Tensor) -> torch.Tensor:
+        status = classify(
+            r_out, r_target, u, u_int, r_ff_out, e0_norm, alpha=alpha, leak=leak, sim=sim
+        )
+        return status == int(Status.CONVERGED)
 
-    store(0)
-    acc_W: list[torch.Tensor] = []
-    acc_b: list[torch.Tensor] = []
-    acc_d1 = torch.zeros_like(v[0])
-    dprime_ff: list[torch.Tensor] = []
-    if accumulate is not None:
-        acc_W = [torch.zeros_like(w) for w in W]
-        acc_b = [torch.zeros(w.shape[0], dtype=x.dtype, device=x.device) for w in W]
-        if accumulate == "derivative_matrix":
-            dprime_ff = [net.act_prime(i, v_ff[i]) for i in range(L)]
-    noise_scale = math.sqrt(dt) / tau_a
-    layer_order = range(L) if inst_tx else range(L - 1, -1, -1)
-
-    acc_Q = [torch.zeros_like(q) for q in Q] if accumulate_feedback else []
-    for t in range(T - 1):
-        e = r_target - r[-1]
-        u_int_new = u_int + dt * integral_rate(e, u, u_int, alpha, leak)
-        u_new = control_signal(u_int_new, e, k_p)
-        for i in range(len(acc_Q)):
-            acc_Q[i] += va[i].T @ u_new
-        u_ap = u_new if sim.proactive_controller else u
-        for i in layer_order:
-            if i == 0:
-                vb[0] = drive0
-            else:
-                vb[i] = torch.nn.functional.linear(r[i - 1], W[i], bias[i])
-            fb = u_ap @ Q[i].T
-            if tau_a == dt:
-                va[i] = fb
-            else:
-                va[i] = va[i] + (dt / tau_a) * (fb - va[i])
-            if noisy:
-                s = sigma_out if i == L - 1 else sigma
-                if s > 0:
-                    xi = torch.randn(va[i].shape, generator=generator, dtype=x.dtype, device="cpu")
-                    va[i] = va[i] + (s * noise_scale) * xi.to(x.device)
-            if sim.inst_system_dynamics:
-                v[i] = va[i] + vb[i]
-            else:
-                v[i] = v[i] + (dt / tcr) * (va[i] + vb[i] - v[i])
-            r[i] = net.act(i, v[i])
-        u, u_int = u_new, u_int_new
-        if accumulate is not None:
-            for i in range(L):
-                if accumulate == "nonlinear_difference":
-                    d = r[i] - net.act(i, vb[i])
-                elif accumulate == "voltage_difference":
-                    d = v[i] - vb[i]
-                else:
-                    d = dprime_ff[i] * (v[i] - vb[i])
-                acc_b[i] += d.sum(0)
-                if i == 0:
-                    acc_d1 += d
-                else:
-                    acc_W[i] += d.T @ r[i - 1]
-        k = rec_set.get(t + 1)
-        if k is not None:
-            store(k)
-
-    accumulator = None
-    if accumulate is not None:
-        acc_W[0] = acc_d1.T @ x
-        accumulator = Accumulator(W=acc_W, b=acc_b, count=T)
-    status = classify(
-        r[-1],
+    run = euler_reference_fast(
+        net,
+        x,
         r_target,
-        u,
-        u_int,
+        dt=sim.dt,
+        n_steps=T,
+        alpha=alpha,
+        k_p=k_p,
+        tau_ratio=tcr,
+        leak=leak,
+        inst_transmission=sim.inst_transmission,
+        proactive_controller=sim.proactive_controller,
+        inst_system_dynamics=sim.inst_system_dynamics,
+        record_steps=rec_steps,
+        record_v=record_v,
+        accumulate=accumulate,
+        noise=noise,
+        generator=generator,
+        apical_tau=apical_tau,
+        accumulate_feedback=accumulate_feedback,
+        early_stop=sim.early_stop,
+        converged=converged,
+    )
+    v_ff, r_ff = net.feedforward(x)
+    status = classify(
+        run.r[-1],
+        r_target,
+        run.u,
+        run.u_int,
         r_ff[-1],
-        torch.linalg.vector_norm(e0, dim=1),
+        e0_norm,
         alpha=alpha,
         leak=leak,
         sim=sim,
     )
-    times = torch.tensor(rec_steps, dtype=x.dtype) * dt
+    accumulator = None
+    if accumulate is not None:
+        accumulator = Accumulator(W=run.acc_W, b=run.acc_b, count=T)
+    times = torch.tensor(rec_steps, dtype=x.dtype) * sim.dt
     return Solution(
         t=times,
-        r_out=r_rec,
-        u=u_rec,
-        e=e_rec,
-        v=v_rec,
-        v_final=v,
-        r_final=r,
-        v_basal_final=vb,
-        u_final=u,
-        u_int_final=u_int,
+        r_out=run.r_rec,
+        u=run.u_rec,
+        e=run.e_rec,
+        v=run.v_rec,
+        v_final=run.v,
+        r_final=run.r,
+        v_basal_final=run.vb,
+        u_final=run.u,
+        u_int_final=run.u_int,
         r_target=r_target,
         r_ff=r_ff,
         v_ff=v_ff,
         status=status,
-        steps_run=T - 1,
-        nfe=T - 1,
+        steps_run=run.steps_run,
+        nfe=run.steps_run,
         accumulator=accumulator,
-        feedback_accumulator=Accumulator(W=acc_Q, b=[], count=T - 1) if acc_Q else None,
+        feedback_accumulator=(
+            Accumulator(W=run.acc_Q, b=[], count=T - 1) if accumulate_feedback else None
+        ),
     )
+
+
+def _continuous(
+    system: DFCSystem,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    sim: SimulationConfig,
+    params: tuple[float, float, float],
+    record: bool,
+    record_v: bool,
+    accumulate: str | None,
+    apical_tau: float | None,
+) -> Solution:
+    """The adaptive exponential integrator (:func:`neurodfc.integrators.integrate`), with the
+    DFC rule integrated alongside when ``accumulate`` is given."""
+    if sim.inst_system_dynamics:
+        raise ValueError("simulation.inst_system_dynamics needs solver = 'euler_reference'")
+    net = system.network
+    leak = system.cfg.controller.leak
+    alpha, k_p, tcr = params
+    T = sim.n_steps
+    rec_steps = _record_steps(T, sim.record_every) if record else [0, T - 1]
+    horizon = sim.horizon
+    times = [k * horizon / (T - 1) for k in rec_steps]
+    run = integrate(
+        net,
+        x,
+        r_target,
+        t_max=horizon,
+        alpha=alpha,
+        k_p=k_p,
+        tau_ratio=tcr,
+        leak=leak,
+        apical_tau=apical_tau,
+        rtol=sim.rtol,
+        atol=sim.atol,
+        first_step=sim.dt,
+        max_step=sim.max_step if sim.max_step is not None else math.inf,
+        accumulate=accumulate,
+        record_times=times,
+        record_v=record_v,
+    )
+    assert run.r_rec is not None and run.u_rec is not None
+    v_ff, r_ff = net.feedforward(x)
+    status = classify(
+        run.r[-1],
+        r_target,
+        run.u,
+        run.u_int,
+        r_ff[-1],
+        torch.linalg.vector_norm(r_target - r_ff[-1], dim=1),
+        alpha=alpha,
+        leak=leak,
+        sim=sim,
+    )
+    accumulator = None
+    if accumulate is not None:
+        accumulator = Accumulator(W=run.acc_W, b=run.acc_b, count=horizon)
+    return Solution(
+        t=torch.tensor(times, dtype=x.dtype),
+        r_out=run.r_rec,
+        u=run.u_rec,
+        e=r_target.unsqueeze(0) - run.r_rec,
+        v=run.v_rec,
+        v_final=run.v,
+        r_final=run.r,
+        v_basal_final=run.vb,
+        u_final=run.u,
+        u_int_final=run.u_int,
+        r_target=r_target,
+        r_ff=r_ff,
+        v_ff=v_ff,
+        status=status,
+        steps_run=run.steps,
+        nfe=run.nfe,
+        accumulator=accumulator,
+        extras={
+            "rejected_steps": torch.tensor(run.rejected),
+            "acc_points": torch.tensor(run.acc_points),
+        },
+    )
+
+
+class _Augmented(torch.nn.Module):
+    """:class:`VectorField` plus the rule's accumulator ``d acc/dt`` (torchdiffeq path):
+    extra state ``sum_t d_1`` [B, n_1], ``acc_W[i]`` (i >= 1) and ``acc_b[i]``."""
+
+    def __init__(self, f: VectorField, rule: str, x: torch.Tensor) -> None:
+        from neurodfc.methods.rules import teaching_signal  # methods import this module
+
+        super().__init__()
+        self.signal = teaching_signal
+        self.f = f
+        self.rule = rule
+        self.x = x
+        net = f.net
+        self.v_ff = net.feedforward(x)[0]
+        self.n_dyn = len(f.initial_state())
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        f, net = self.f, self.f.net
+        dyn = f(t, state[: self.n_dyn])
+        v = list(state[: net.depth])
+        d_list = []
+        for i in range(net.depth):
+            if i == 0:
+                vb = f.input_drive
+            else:
+                bias = net.b[i] if net.has_bias else None
+                vb = torch.nn.functional.linear(net.act(i - 1, v[i - 1]), net.W[i], bias)
+            d_list.append(self.signal(net, i, vb, v[i] - vb, self.rule, self.v_ff[i]))
+        dW = [d_list[i].T @ net.act(i - 1, v[i - 1]) for i in range(1, net.depth)]
+        db = [d.sum(0) for d in d_list]
+        return (*dyn, d_list[0], *dW, *db)
 
 
 def _odeint(
@@ -372,8 +431,10 @@ def _odeint(
     params: tuple[float, float, float],
     record: bool,
     record_v: bool,
+    accumulate: str | None = None,
 ) -> Solution:
-    """Integrate :class:`~neurodfc.system.VectorField` with ``torchdiffeq.odeint``."""
+    """Integrate :class:`~neurodfc.system.VectorField` with ``torchdiffeq.odeint``; with
+    ``accumulate`` the rule's integral is part of the state (kept out of the error norm)."""
     from torchdiffeq import odeint
 
     alpha, k_p, tcr = params
@@ -386,14 +447,34 @@ def _odeint(
     horizon = sim.horizon
     times = torch.tensor(rec_steps, dtype=x.dtype, device=x.device) * (horizon / (T - 1))
     y0 = f.initial_state()
+    n_dyn = len(y0)
+    func: torch.nn.Module = f
+    if accumulate is not None:
+        net = system.network
+        func = _Augmented(f, accumulate, x)
+        zeros = [torch.zeros_like(y0[0])]
+        zeros += [torch.zeros_like(w) for w in net.W[1:]]
+        zeros += [torch.zeros_like(b) for b in net.b]
+        y0 = (*y0, *[z.detach() for z in zeros])
     options: dict[str, object] = {}
     kwargs: dict[str, object] = {}
     if sim.solver in ("dopri5", "bosh3", "adaptive_heun"):
         kwargs = {"rtol": sim.rtol, "atol": sim.atol}
         options = {"first_step": sim.dt}
+        if accumulate is not None:
+            options["norm"] = lambda ys: torch.stack(
+                [torch.sqrt(torch.mean(y**2)) for y in ys[:n_dyn]]
+            ).max()
     else:
         options = {"step_size": sim.dt}
-    traj = odeint(f, y0, times, method=sim.solver, options=options, **kwargs)
+    traj = odeint(func, y0, times, method=sim.solver, options=options, **kwargs)
+    accumulator = None
+    if accumulate is not None:
+        L = system.network.depth
+        acc = traj[n_dyn:]
+        acc_W = [acc[0][-1].T @ x, *[a[-1] for a in acc[1:L]]]
+        accumulator = Accumulator(W=acc_W, b=[a[-1] for a in acc[L:]], count=horizon)
+        traj = traj[:n_dyn]
     L = system.network.depth
     v_traj = list(traj[:L])
     u_int_traj = traj[-1]
@@ -441,4 +522,5 @@ def _odeint(
         status=status,
         steps_run=T - 1,
         nfe=f.nfe,
+        accumulator=accumulator,
     )

@@ -16,6 +16,15 @@ def _status_info(status: torch.Tensor) -> dict[str, float]:
     return {f"n_{s.name.lower()}": float((status == int(s)).sum()) for s in Status}
 
 
+def _cost_info(sol: Solution) -> dict[str, float]:
+    """Solver effort of a simulation: steps taken, vector-field evaluations and (continuous
+    path) the number of time points at which the rule was accumulated."""
+    info = {"steps_run": float(sol.steps_run), "nfe": float(sol.nfe)}
+    if "acc_points" in sol.extras:
+        info["acc_points"] = float(sol.extras["acc_points"])
+    return info
+
+
 def excluded_samples(status: torch.Tensor, include_non_converged: bool) -> torch.Tensor:
     """Boolean mask [B] of samples left out of the update: every non-converged sample
     (reference default), or only the non-finite ones when ``include_non_converged``."""
@@ -62,13 +71,16 @@ class DFCSS(Method):
             loss=loss,
             output=out,
             status=sol.status,
-            info=_status_info(sol.status),
+            info=_status_info(sol.status) | _cost_info(sol),
         )
 
 
 class DFC(Method):
     """DFC: the rule's teaching signal averaged over every simulated time point (the initial
-    state included, as in the reference code), ``grad W_i = -2/(B T) sum_t sum_b d_i r_{i-1}^T``.
+    state included, as in the reference code), ``grad W_i = -2/(B T) sum_t sum_b d_i r_{i-1}^T``;
+    with a continuous-time solver (``simulation.solver = 'etdrk4'`` or a torchdiffeq method)
+    the time average ``-2/(B t_max) int_0^t_max sum_b d_i r_{i-1}^T dt``, the dt -> 0 limit of
+    the former.
 
     Excluded samples (see :func:`excluded_samples`) contribute nothing but still count in B.
     Their contribution is removed by re-simulating either them (and subtracting) or the kept
@@ -122,9 +134,9 @@ class DFC(Method):
                         generator=generator,
                     )
                     acc = [a - s for a, s in zip(acc, self._sums(sub), strict=True)]
-            T = sol.steps_run + 1
+            assert sol.accumulator is not None
             L = net.depth
-            scale = -2.0 / (B * T)
+            scale = -2.0 / (B * sol.accumulator.count)
             gW = [scale * a for a in acc[:L]]
             gb = [scale * a for a in acc[L:]]
             loss = loss_value(out, y, lc.loss, lc.reduction)
@@ -134,7 +146,7 @@ class DFC(Method):
             loss=loss,
             output=out,
             status=sol.status,
-            info=_status_info(sol.status),
+            info=_status_info(sol.status) | _cost_info(sol),
         )
 
     @staticmethod

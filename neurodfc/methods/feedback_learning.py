@@ -8,6 +8,10 @@ reference code's gradient pairs the apical voltage with the next control signal,
 
 (so that ``Q <- Q - lr grad`` is anti-Hebbian); the ``beta Q`` decay is the optimiser's
 coupled weight decay (``feedback_learning.weight_decay``).
+
+The simulation runs on the fast reference-Euler path (:mod:`neurodfc.fastpath`): the noise of
+a sleep batch is drawn as float32 standard normals in one block of ``steps - 1`` steps (up to
+64 per block), the sums ``v^fb u^T`` are accumulated in place, nothing is recorded.
 """
 
 from __future__ import annotations

@@ -1,0 +1,418 @@
+"""The reference-Euler scheme of the official code, on the fast path.
+
+Same discretisation as the reference code (see :func:`neurodfc.solve.simulate`), computed
+with as little work as the scheme allows:
+
+* the input projection ``W_1 r_0 + b_1`` once per batch, the feedback of every layer in one
+  matmul ``u @ Q^T`` (``Q = [Q_1; ...; Q_L]``), the apical low-pass and noise on all layers at
+  once;
+* in-place updates into preallocated buffers, no autograd, recording only what is asked for;
+* ``tanh`` through ``2 sigmoid(2 v) - 1`` (torch's float64 ``tanh`` is not vectorised on CPU:
+  about 4x slower than ``sigmoid``); the nonlinear-difference signal of a tanh layer is then
+  ``tanh(v) - tanh(v_b) = 2 (sigmoid(2 v) - sigmoid(2 v_b))``, the factor 2 applied once at the
+  end. Both agree with ``torch.tanh`` to a few ulp;
+* the DFC running sums ``sum_t d_i^T r_{i-1}`` in chunks: ``chunk`` steps of ``d_i`` and
+  ``r_{i-1}`` are stacked and summed by one ``[n_i, chunk B] @ [chunk B, n_{i-1}]`` product;
+  the first layer sums ``d_1`` over time and multiplies by the constant ``r_0`` once;
+* optional early termination (``early_stop``): once every sample meets the convergence
+  criterion and (DFC sums) the rule signals change by less than ``EARLY_STOP_RATE`` (relative)
+  per step, checked at chunk ends, the remaining steps are taken to stay at the last state: the
+  trajectory sums get ``n_remaining`` times the last step's term (closed form). Not bit-exact:
+  the error is the remaining motion of the state (see docs/performance.md for its size).
+
+Noise (Euler-Maruyama apical noise of the sleep phase) is drawn as standard normals in float32
+(torch's float64 normal sampler is about 8x slower on CPU), in blocks of
+``min(NOISE_BLOCK, steps left)`` steps of shape ``[block, B, N]``, columns in layer order, and
+added with type promotion. On CUDA the noise is drawn on the device by a generator seeded from
+``generator``.
+
+The results equal the plain step-by-step loop (kept as the oracle in
+``tests/unit/test_fastpath.py``) to about 1e-13 relative in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from neurodfc.network import DFCNetwork
+
+NOISE_BLOCK = 64
+"""Steps of noise drawn at once (fixed: the realisation depends on it)."""
+DEFAULT_CHUNK = 16
+"""Steps per accumulation product (measured on CPU: 4 to 32 within 10 %, 16 best)."""
+EARLY_STOP_RATE = 1e-6
+"""Early stop also needs the rule signals to change by less than this (relative) per step."""
+
+
+@dataclass
+class EulerRun:
+    """Raw result of :func:`euler_reference_fast` (wrapped into a Solution by ``simulate``)."""
+
+    v: list[torch.Tensor]
+    r: list[torch.Tensor]
+    vb: list[torch.Tensor]
+    u: torch.Tensor
+    u_int: torch.Tensor
+    rec_steps: list[int]
+    r_rec: torch.Tensor
+    u_rec: torch.Tensor
+    e_rec: torch.Tensor
+    v_rec: list[torch.Tensor]
+    steps_run: int
+    acc_W: list[torch.Tensor] = field(default_factory=list)
+    acc_b: list[torch.Tensor] = field(default_factory=list)
+    acc_Q: list[torch.Tensor] = field(default_factory=list)
+
+
+def fast_tanh(v: torch.Tensor, out: torch.Tensor, half: torch.Tensor | None = None) -> None:
+    """``out = tanh(v) = 2 sigmoid(2 v) - 1``; with ``half`` also ``half = sigmoid(2 v)``."""
+    s = half if half is not None else out
+    torch.mul(v, 2.0, out=s)
+    torch.sigmoid(s, out=s)
+    torch.add(_minus_one(out), s, alpha=2.0, out=out)
+
+
+_MINUS_ONE: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _minus_one(like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    t = _MINUS_ONE.get(key)
+    if t is None:
+        t = _MINUS_ONE[key] = torch.tensor(-1.0, dtype=like.dtype, device=like.device)
+    return t
+
+
+class NoiseSource:
+    """Standard normals ``[B, N]`` per step for ``n_steps`` steps, drawn in float32 blocks of
+    ``min(NOISE_BLOCK, steps left)`` steps (added to the simulation's tensors with type
+    promotion, no conversion pass)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | None,
+        n_steps: int = NOISE_BLOCK,
+    ) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.device = device
+        self.left = n_steps
+        if device.type != "cpu":
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            self.gen: torch.Generator | None = torch.Generator(device=device).manual_seed(seed)
+        else:
+            self.gen = generator
+        self.block: list[torch.Tensor] = []
+        self.k = 0
+
+    def next(self) -> torch.Tensor:
+        """The next step's normals [B, N] (float32)."""
+        if self.k == len(self.block):
+            size = max(1, min(NOISE_BLOCK, self.left))
+            raw = torch.randn(
+                (size, *self.shape), generator=self.gen, dtype=torch.float32, device=self.device
+            )
+            self.block = list(raw.unbind(0))
+            self.left -= size
+            self.k = 0
+        xi = self.block[self.k]
+        self.k += 1
+        return xi
+
+
+@torch.no_grad()
+def euler_reference_fast(
+    net: DFCNetwork,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    *,
+    dt: float,
+    n_steps: int,
+    alpha: float,
+    k_p: float,
+    tau_ratio: float,
+    leak: str,
+    inst_transmission: bool,
+    proactive_controller: bool,
+    inst_system_dynamics: bool,
+    record_steps: list[int],
+    record_v: bool = False,
+    accumulate: str | None = None,
+    noise: tuple[float, float] = (0.0, 0.0),
+    generator: torch.Generator | None = None,
+    apical_tau: float | None = None,
+    accumulate_feedback: bool = False,
+    chunk: int = DEFAULT_CHUNK,
+    early_stop: bool = False,
+    converged: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> EulerRun:
+    """The reference scheme (step t -> t+1, t = 0..n_steps-2)::
+
+        e = r* - r_L[t];  u_int[t+1] = u_int[t] + dt (e - alpha u[t]);  u[t+1] = u_int[t+1] + k_p e
+        a_i[t+1] = a_i[t] + dt/tau_A (-a_i[t] + Q_i u[t+1 if proactive else t]) (+ noise)
+        vb_i[t+1] = W_i r_{i-1}[t+1 if inst_transmission else t] + b_i
+        v_i[t+1] = v_i[t] + dt/tau_ratio (a_i + vb_i - v_i[t])   (or a_i + vb_i if inst_system)
+
+    (``leak = 'paper'``: ``e - alpha u_int[t]``.) ``accumulate`` sums the forward rule's
+    ``d_i[t] r_{i-1}[t]^T`` and ``d_i[t]`` over t = 1..n_steps-1 (``d_i[0] = 0``);
+    ``accumulate_feedback`` sums ``a_i[t]^T u[t+1]``. ``converged(r_L, u, u_int)`` -> bool [B]
+    is the convergence test used by ``early_stop``.
+    """
+    L = net.depth
+    T = n_steps
+    B = x.shape[0]
+    dtype, device = x.dtype, x.device
+    sizes = net.sizes[1:]
+    N = sum(sizes)
+    offs = [0]
+    for n in sizes:
+        offs.append(offs[-1] + n)
+    acts = list(net.act_names)
+    tau_a = apical_tau if apical_tau is not None else dt
+    inst_tx = inst_transmission or inst_system_dynamics
+    sigma, sigma_out = noise
+    noisy = sigma > 0 or sigma_out > 0
+    c_v = dt / tau_ratio
+    c_a = dt / tau_a
+    W = [w.detach() for w in net.W]
+    Wt = [w.t() for w in W]
+    bias = [b.detach() for b in net.b] if net.has_bias else [None] * L
+    QT = torch.cat([q.detach() for q in net.Q], dim=0).t().contiguous()  # [n_L, N]
+
+    v_ff, r_ff = net.feedforward(x)
+    drive0 = v_ff[0]
+    acc = accumulate is not None
+    K = chunk + 1 if acc else 1
+    # rates, one chunk of time slots; presynaptic layers get a column of ones so that the
+    # accumulation product also sums the bias update (d_i^T 1)
+    ones = [acc and i < L - 1 for i in range(L)]
+    R_full = [
+        torch.empty((K, B, n + int(ones[i])), dtype=dtype, device=device)
+        for i, n in enumerate(sizes)
+    ]
+    for i in range(L):
+        if ones[i]:
+            R_full[i][..., -1] = 1.0
+    R = [Rf[..., : sizes[i]] for i, Rf in enumerate(R_full)]
+    slot_r = [[R[i][k] for k in range(K)] for i in range(L)]
+    for i in range(L):
+        slot_r[i][0].copy_(r_ff[i])
+    v = [t.clone() for t in v_ff]
+    vb = [t.clone() for t in v_ff]
+    FB = torch.zeros((B, N), dtype=dtype, device=device)
+    instantaneous = tau_a == dt
+    VA = FB if instantaneous and not noisy else torch.zeros((B, N), dtype=dtype, device=device)
+    va = [VA[:, offs[i] : offs[i + 1]] for i in range(L)]
+    tmp = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
+    half = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
+    u = torch.zeros_like(r_target)
+    u_int = torch.zeros_like(r_target)
+    e = torch.empty_like(r_target)
+    rate = torch.empty_like(r_target)
+
+    n_rec = len(record_steps)
+    rec_index = {s: k for k, s in enumerate(record_steps)}
+    r_rec = torch.empty((n_rec, *r_target.shape), dtype=dtype, device=device)
+    u_rec = torch.empty_like(r_rec)
+    e_rec = torch.empty_like(r_rec)
+    v_rec = (
+        [torch.empty((n_rec, B, n), dtype=dtype, device=device) for n in sizes] if record_v else []
+    )
+
+    def store(k: int, slot: int) -> None:
+        r_rec[k] = slot_r[L - 1][slot]
+        u_rec[k] = u
+        torch.sub(r_target, slot_r[L - 1][slot], out=e_rec[k])
+        for i in range(len(v_rec)):
+            v_rec[i][k] = v[i]
+
+    store(0, 0)
+
+    # ---- accumulators
+    D: list[torch.Tensor] = []
+    slot_d: list[list[torch.Tensor]] = []
+    d_scale = [1.0] * L
+    acc_aug: list[torch.Tensor] = []  # [n_i, n_{i-1} + 1]: weight sums, then bias sums
+    acc_d1 = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
+    dprime_ff: list[torch.Tensor] = []
+    half_b0: torch.Tensor | None = None
+    if acc:
+        D = [torch.empty((K, B, n), dtype=dtype, device=device) for n in sizes]
+        slot_d = [[D[i][k] for k in range(K)] for i in range(L)]
+        acc_aug = [torch.zeros((w.shape[0], w.shape[1] + 1), dtype=dtype, device=device) for w in W]
+        if accumulate == "nonlinear_difference":
+            d_scale = [2.0 if a == "tanh" else 1.0 for a in acts]
+            if acts[0] == "tanh":
+                half_b0 = torch.sigmoid(2.0 * drive0)
+            else:
+                half_b0 = net.act(0, drive0)
+        elif accumulate == "derivative_matrix":
+            dprime_ff = [net.act_prime(i, v_ff[i]) for i in range(L)]
+    d_prev = [torch.zeros((B, n), dtype=dtype, device=device) for n in sizes] if acc else []
+    acc_Q = torch.zeros((N, r_target.shape[1]), dtype=dtype, device=device)
+    noise_src = NoiseSource((B, N), dtype, device, generator, T - 1) if noisy else None
+    noise_scale = math.sqrt(dt) / tau_a
+    same_sigma = sigma == sigma_out
+    layer_order = list(range(L)) if inst_tx else list(range(L - 1, -1, -1))
+
+    def flush(hi: int) -> None:
+        """Add slots 1..hi-1 of the chunk buffers to the sums."""
+        if hi <= 1:
+            return
+        acc_d1.add_(D[0][1:hi].sum(0))
+        for i in range(1, L):
+            Di = D[i][1:hi].reshape(-1, sizes[i])
+            Ri = R_full[i - 1][1:hi].reshape(-1, sizes[i - 1] + 1)
+            acc_aug[i].addmm_(Di.t(), Ri)
+
+    def signal(i: int, slot: int) -> None:
+        """d_i of the new state (slot) into D[i][slot]."""
+        out = slot_d[i][slot]
+        if accumulate == "nonlinear_difference":
+            if i == 0:
+                assert half_b0 is not None
+                hb: torch.Tensor = half_b0
+            elif acts[i] == "tanh":
+                hb = tmp[i]
+                torch.mul(vb[i], 2.0, out=hb)
+                torch.sigmoid(hb, out=hb)
+            else:
+                hb = net.act(i, vb[i])
+            ha = half[i] if acts[i] == "tanh" else slot_r[i][slot]
+            torch.sub(ha, hb, out=out)
+        elif accumulate == "voltage_difference":
+            torch.sub(v[i], vb[i], out=out)
+        else:
+            torch.sub(v[i], vb[i], out=out)
+            out.mul_(dprime_ff[i])
+
+    s = 0  # slot of the current state
+    steps_done = 0
+    remaining_fill = 0
+    check = early_stop and converged is not None
+    for t in range(T - 1):
+        boundary = K > 1 and s == K - 1
+        if boundary:
+            flush(K)
+            for i in range(L):
+                slot_r[i][0].copy_(slot_r[i][K - 1])
+            s = 0
+        if check and t > 0 and (boundary or (K == 1 and t % chunk == 0)):
+            ok = bool(converged(slot_r[L - 1][s], u, u_int).all())  # type: ignore[misc]
+            if acc:
+                # ... and the rule signals have stopped moving (the closed form assumes so)
+                rate_ok = True
+                for i in range(L):
+                    d_now = slot_d[i][K - 1]
+                    change = float(torch.linalg.vector_norm(d_now - d_prev[i]))
+                    size = float(torch.linalg.vector_norm(d_now))
+                    rate_ok &= change <= EARLY_STOP_RATE * chunk * size
+                    d_prev[i].copy_(d_now)
+                ok = ok and rate_ok
+            if ok:
+                remaining_fill = T - 1 - t
+                break
+        n = s + 1 if K > 1 else 0
+        # controller
+        torch.sub(r_target, slot_r[L - 1][s], out=e)
+        torch.sub(e, u_int if leak == "paper" else u, alpha=alpha, out=rate)
+        u_int.add_(rate, alpha=dt)
+        u_new = torch.add(u_int, e, alpha=k_p) if k_p != 0.0 else u_int.clone()
+        if accumulate_feedback:
+            acc_Q.addmm_(VA.t(), u_new)
+        torch.mm(u_new if proactive_controller else u, QT, out=FB)
+        if noise_src is not None:
+            xi = noise_src.next()
+            if instantaneous and same_sigma:
+                torch.add(FB, xi, alpha=sigma * noise_scale, out=VA)
+            elif instantaneous:
+                VA.copy_(FB)
+            else:
+                VA.lerp_(FB, c_a)
+            if same_sigma and not instantaneous:
+                VA.add_(xi, alpha=sigma * noise_scale)
+            elif not same_sigma:
+                h = offs[L - 1]
+                if sigma > 0:
+                    VA[:, :h].add_(xi[:, :h], alpha=sigma * noise_scale)
+                if sigma_out > 0:
+                    VA[:, h:].add_(xi[:, h:], alpha=sigma_out * noise_scale)
+        elif not instantaneous:
+            VA.lerp_(FB, c_a)
+        for i in layer_order:
+            if i > 0:
+                r_prev = slot_r[i - 1][n if inst_tx else s]
+                if bias[i] is not None:
+                    torch.addmm(bias[i], r_prev, Wt[i], out=vb[i])  # type: ignore[arg-type]
+                else:
+                    torch.mm(r_prev, Wt[i], out=vb[i])
+            else:
+                vb[0] = drive0
+            if inst_system_dynamics:
+                torch.add(va[i], vb[i], out=v[i])
+            else:
+                torch.add(va[i], vb[i], out=tmp[i])
+                v[i].lerp_(tmp[i], c_v)
+            if acts[i] == "tanh":
+                fast_tanh(v[i], slot_r[i][n], half[i])
+            elif acts[i] == "linear":
+                slot_r[i][n].copy_(v[i])
+            else:
+                slot_r[i][n].copy_(net.act(i, v[i]))
+        u = u_new
+        if acc:
+            for i in range(L):
+                signal(i, n)
+        s = n
+        steps_done = t + 1
+        k = rec_index.get(t + 1)
+        if k is not None:
+            store(k, s)
+
+    acc_W: list[torch.Tensor] = []
+    acc_b: list[torch.Tensor] = []
+    if acc:
+        if remaining_fill > 0:
+            # closed-form completion: the state stays at the last one for the remaining steps
+            d_last = [slot_d[i][K - 1] for i in range(L)]
+            acc_d1.add_(d_last[0], alpha=remaining_fill)
+            for i in range(1, L):
+                r_last = R_full[i - 1][s]
+                acc_aug[i].addmm_(d_last[i].t(), r_last, alpha=remaining_fill)
+        else:
+            flush(s + 1)
+        acc_W = [acc_d1.t() @ x] + [a[:, :-1] for a in acc_aug[1:]]
+        acc_b = [acc_d1.sum(0)] + [a[:, -1] for a in acc_aug[1:]]
+        for i in range(L):
+            if d_scale[i] != 1.0:
+                acc_W[i] = acc_W[i] * d_scale[i]
+                acc_b[i] = acc_b[i] * d_scale[i]
+    for t_rec, k in rec_index.items():
+        if t_rec > steps_done:  # early stop: the state stays at the last one
+            store(k, s)
+    v_out = [t.clone() for t in v]
+    r_out = [slot_r[i][s].clone() for i in range(L)]
+    vb_out = [drive0.clone(), *[t.clone() for t in vb[1:]]]
+    return EulerRun(
+        v=v_out,
+        r=r_out,
+        vb=vb_out,
+        u=u,
+        u_int=u_int,
+        rec_steps=record_steps,
+        r_rec=r_rec,
+        u_rec=u_rec,
+        e_rec=e_rec,
+        v_rec=v_rec,
+        steps_run=steps_done,
+        acc_W=acc_W,
+        acc_b=acc_b,
+        acc_Q=list(acc_Q.split(sizes, dim=0)) if accumulate_feedback else [],
+    )
