@@ -7,12 +7,16 @@ from neurodfc.methods.dfc import DFC, DFCSS
 from neurodfc.methods.dfc_ssa import DFCSSA
 from neurodfc.methods.feedback_learning import feedback_gradients
 from neurodfc.methods.mn import GN, MN, gauss_newton_step, min_norm_dv
+from neurodfc.strong.methods import StrongDFC, StrongDFCSingle
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (BP, DFA, DFC, DFCSS, DFCSSA, MN, GN)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (BP, DFA, DFC, DFCSS, DFCSSA, MN, GN, StrongDFC, StrongDFCSingle)
+}
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name`` (bp, dfa, dfc, dfc_ss, dfc_ssa, mn, gn)."""
+    """The method called ``name`` (bp, dfa, dfc, dfc_ss, dfc_ssa, mn, gn, strong_dfc,
+    strong_dfc_single)."""
     try:
         return METHODS[name]()
     except KeyError:
