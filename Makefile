@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)" -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the Fig. 1D dynamics, then DFC trained on the embedded teacher-student task
+# for a few epochs with the analysis metrics logged, and its report (about a minute on 2 cores).
 demo: $(STAMP)
 	$(BIN)/neurodfc simulate models/fig1d.toml --out demo_out/fig1d.nc --plot demo_out/fig1d.png
+	rm -rf demo_out/dfc_run
+	$(BIN)/neurodfc train models/fig3_dfc.toml --epochs 3 --set analysis.log_interval=10 \
+		--out demo_out/dfc_run --quiet
+	$(BIN)/neurodfc report demo_out/dfc_run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
