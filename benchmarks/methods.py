@@ -411,7 +411,7 @@ def _table(results: dict[str, dict[str, Any]], label: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 repeat, error on 16 samples (< 1 min)")
+    p.add_argument("--quick", action="store_true", help="1 repeat, error on 8 samples (< 1 min)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     p.add_argument("--repeats", type=int, default=None, help="timed batches per method")
@@ -467,7 +467,7 @@ def main() -> None:
         lim_info: dict[str, Any] = {}
         if not a.no_error and any(n in SIMULATED for n in names):
             limit_path = Path(tmp) / "limit.pt"
-            nb = a.error_batch or (16 if a.quick else 128)
+            nb = a.error_batch or (8 if a.quick else 128)
             spec = {
                 "data": str(data),
                 "common": common,
