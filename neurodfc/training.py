@@ -244,23 +244,35 @@ class Trainer:
     # ------------------------------------------------------------------ phases
     def sleep_pass(self, opt: torch.optim.Optimizer, label: str) -> None:
         """One epoch of feedback-only updates over the training set."""
+        own = getattr(self.method, "feedback_gradients", None)  # strong methods: own sleep
+        for k, (xb, yb) in enumerate(self._progress(label)):
+            if own is not None:
+                grads = own(self.system, xb, yb, self.noise_gen)
+            else:
+                grads = feedback_gradients(self.system, xb, self.noise_gen)
+            self._step_feedback(grads, opt, f"{label}, batch {k}")
+
+    def _step_feedback(
+        self, grads: list[torch.Tensor], opt: torch.optim.Optimizer, where: str
+    ) -> None:
+        """Apply one feedback update ``grads`` (one per layer) with ``opt``."""
         fl = self.cfg.feedback_learning
-        net = self.system.network
-        for k, (xb, _) in enumerate(self._progress(label)):
-            grads = feedback_gradients(self.system, xb, self.noise_gen)
-            grads = grads[: len(self.q_params)]
-            if not all(bool(torch.isfinite(g).all()) for g in grads):
-                raise NonFiniteError(
-                    f"{label}, batch {k}: non-finite feedback update; weights left untouched, "
-                    f"last good checkpoint: {self.out / CHECKPOINT}"
-                )
-            for q, g in zip(self.q_params, grads, strict=True):
-                q.grad = g
-            if fl.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.q_params, fl.clip_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        del net
+        grads = grads[: len(self.q_params)]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise NonFiniteError(
+                f"{where}: non-finite feedback update; weights left untouched, "
+                f"last good checkpoint: {self.out / CHECKPOINT}"
+            )
+        for q, g in zip(self.q_params, grads, strict=True):
+            q.grad = g
+        if fl.clip_grad_norm:
+            per_layer = hasattr(self.method, "single_phase") and (
+                self.cfg.strong.feedback_clip == "per_parameter"
+            )
+            for group in [[q] for q in self.q_params] if per_layer else [self.q_params]:
+                torch.nn.utils.clip_grad_norm_(group, fl.clip_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
     def forward_pass(self, epoch: int) -> dict[str, float]:
         """One epoch of forward-weight updates; returns the running train statistics."""
@@ -290,6 +302,9 @@ class Trainer:
                 )
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
+            grad_q = getattr(up, "grad_Q", None)  # single phase: Q from the same simulation
+            if self.learn_fb and grad_q:
+                self._step_feedback(grad_q, self.fb_opt, f"epoch {epoch}, batch {k}")
             bs = xb.shape[0]
             loss_sum += float(up.loss) * (bs if self.cfg.loss.reduction == "mean" else 1)
             n_seen += bs
@@ -334,7 +349,7 @@ class Trainer:
         while self.state.epochs_done < self.cfg.training.epochs:
             epoch = self.state.epochs_done + 1
             t0 = time.perf_counter()
-            if self.learn_fb:
+            if self.learn_fb and not getattr(self.method, "single_phase", False):
                 self.sleep_pass(self.fb_opt, f"epoch {epoch} feedback")
             stats = self.forward_pass(epoch)
             if self.learn_fb:

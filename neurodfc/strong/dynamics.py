@@ -69,7 +69,8 @@ class LowPass:
         if self.y is None:
             self.y = x.clone()
         else:
-            self.y.mul_(1.0 - self.a).add_(x, alpha=self.a)
+            # y += a (x - y): the same recursion, and exactly stationary for a constant input
+            self.y.add_(x - self.y, alpha=self.a)
         return self.y
 
 
