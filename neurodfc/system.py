@@ -56,9 +56,13 @@ class DFCSystem(nn.Module):
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Output target ``r_L*`` [B, n_L] for inputs ``x`` and labels/targets ``y``."""
         with torch.no_grad():
-            r_out = self.network(x)
-            lc = self.cfg.loss
-            return output_target(r_out, y, lc.loss, lc.lam, lc.reduction)
+            return self.target_of(self.network(x), y)
+
+    def target_of(self, r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Output target ``r_L*`` for a feedforward output ``r_out`` [B, n_L] already computed
+        (the loss, ``lam`` and reduction of ``cfg.loss``)."""
+        lc = self.cfg.loss
+        return output_target(r_out, y, lc.loss, lc.lam, lc.reduction)
 
 
 # --------------------------------------------------------------------------- linear algebra

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from neurodfc.components.target import loss_value, output_target
+from neurodfc.components.target import loss_value
 from neurodfc.methods.base import Method, Update
-from neurodfc.methods.dfc_ssa import _bias
-from neurodfc.methods.rules import steady_state_gradients
+from neurodfc.methods.rules import bias_gradients, steady_state_gradients
 from neurodfc.solve import Solution, Status, simulate
 from neurodfc.system import DFCSystem
 
@@ -52,7 +51,7 @@ class DFCSS(Method):
         lc = cfg.loss
         with torch.no_grad():
             out = net(x)
-            r_target = output_target(out, y, lc.loss, lc.lam, lc.reduction)
+            r_target = system.target_of(out, y)
             sol = simulate(system, x, r_target, record=False, generator=generator)
             dv = [v - vb for v, vb in zip(sol.v_final, sol.v_basal_final, strict=True)]
             r_prev = [x, *sol.r_final[:-1]]
@@ -67,7 +66,7 @@ class DFCSS(Method):
             loss = loss_value(out, y, lc.loss, lc.reduction)
         return Update(
             grad_W=gW,
-            grad_b=_bias(net, gb),
+            grad_b=gb,
             loss=loss,
             output=out,
             status=sol.status,
@@ -104,7 +103,7 @@ class DFC(Method):
         B = x.shape[0]
         with torch.no_grad():
             out = net(x)
-            r_target = output_target(out, y, lc.loss, lc.lam, lc.reduction)
+            r_target = system.target_of(out, y)
             sol = simulate(system, x, r_target, record=False, accumulate=rule, generator=generator)
             drop = excluded_samples(sol.status, cfg.method.include_non_converged)
             acc = self._sums(sol)
@@ -142,7 +141,7 @@ class DFC(Method):
             loss = loss_value(out, y, lc.loss, lc.reduction)
         return Update(
             grad_W=gW,
-            grad_b=_bias(net, gb),
+            grad_b=bias_gradients(net, gb),
             loss=loss,
             output=out,
             status=sol.status,

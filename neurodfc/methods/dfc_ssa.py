@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from neurodfc.components.target import loss_value, output_target
+from neurodfc.components.target import loss_value
 from neurodfc.methods.base import Method, Update
 from neurodfc.methods.rules import steady_state_gradients
 from neurodfc.system import DFCSystem, lemma1
@@ -27,17 +27,10 @@ class DFCSSA(Method):
         net, lc = system.network, system.cfg.loss
         with torch.no_grad():
             out = net(x)
-            r_target = output_target(out, y, lc.loss, lc.lam, lc.reduction)
+            r_target = system.target_of(out, y)
             ss = lemma1(system, x, r_target)
             gW, gb = steady_state_gradients(
                 net, ss.dv, [x, *ss.r[:-1]], system.cfg.method.rule, ss.v_ff
             )
             loss = loss_value(out, y, lc.loss, lc.reduction)
-        return Update(grad_W=gW, grad_b=_bias(net, gb), loss=loss, output=out)
-
-
-def _bias(net: object, gb: list[torch.Tensor]) -> list[torch.Tensor]:
-    from neurodfc.network import DFCNetwork
-
-    assert isinstance(net, DFCNetwork)
-    return gb if net.has_bias else [torch.zeros_like(g) for g in gb]
+        return Update(grad_W=gW, grad_b=gb, loss=loss, output=out)

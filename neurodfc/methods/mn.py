@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from neurodfc.components.target import loss_value, output_target
+from neurodfc.components.target import loss_value
 from neurodfc.methods.base import Method, Update
-from neurodfc.methods.dfc_ssa import _bias
 from neurodfc.methods.rules import steady_state_gradients
 from neurodfc.system import DFCSystem, jacobian
 
@@ -37,11 +36,11 @@ class MN(Method):
         with torch.no_grad():
             v, r = net.feedforward(x)
             out = r[-1]
-            delta = output_target(out, y, lc.loss, lc.lam, lc.reduction) - out
+            delta = system.target_of(out, y) - out
             dv = net.split_units(min_norm_dv(jacobian(net, v), delta, mc.gamma))
             gW, gb = steady_state_gradients(net, dv, [x, *r[:-1]], mc.rule, v)
             loss = loss_value(out, y, lc.loss, lc.reduction)
-        return Update(grad_W=gW, grad_b=_bias(net, gb), loss=loss, output=out)
+        return Update(grad_W=gW, grad_b=gb, loss=loss, output=out)
 
 
 def gauss_newton_step(
@@ -91,7 +90,7 @@ class GN(Method):
         net, lc = system.network, system.cfg.loss
         with torch.no_grad():
             out = net(x)
-            delta = output_target(out, y, lc.loss, lc.lam, lc.reduction) - out
+            delta = system.target_of(out, y) - out
             dW, db = gauss_newton_step(system, x, delta, system.cfg.method.gamma)
             loss = loss_value(out, y, lc.loss, lc.reduction)
         return Update(

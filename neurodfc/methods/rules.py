@@ -55,4 +55,9 @@ def steady_state_gradients(
         d = teaching_signal(net, i, v_basal, dv[i], rule, None if v_ff is None else v_ff[i])
         gW.append((-2.0 / batch) * d.T @ r_prev[i])
         gb.append((-2.0 / batch) * d.sum(0))
-    return gW, gb
+    return gW, bias_gradients(net, gb)
+
+
+def bias_gradients(net: DFCNetwork, gb: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``gb`` as is, or zeros when the network has no biases (they stay zero)."""
+    return gb if net.has_bias else [torch.zeros_like(g) for g in gb]
