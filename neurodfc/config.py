@@ -22,6 +22,10 @@ Solver = Literal[
     "euler_reference", "euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun", "etdrk4"
 ]
 FIXED_STEP_SOLVERS = ("euler_reference", "euler", "midpoint", "rk4")
+ETDRK4_TOLERANCES = (2e-4, 1e-12)
+"""Default ``(rtol, atol)`` of the ``etdrk4`` solver (deviation-relative error norm)."""
+ODEINT_TOLERANCES = (1e-7, 1e-9)
+"""Default ``(rtol, atol)`` of torchdiffeq's adaptive solvers."""
 MethodName = Literal[
     "bp", "dfa", "dfc", "dfc_ss", "dfc_ssa", "mn", "gn", "strong_dfc", "strong_dfc_single"
 ]
@@ -157,13 +161,16 @@ class NoiseConfig(_Section):
 class SimulationConfig(_Section):
     """How the closed-loop dynamics are integrated."""
 
-    solver: Solver = "euler_reference"
-    """``euler_reference``: the fused forward-Euler scheme of the official code (honours
-    inst_transmission / proactive_controller); ``etdrk4``: adaptive exponential Runge-Kutta on
-    the continuous-time dynamics (``neurodfc.integrators``; rtol/atol act on the deviation from
-    the feedforward state, rtol 2e-4 gives about 1e-4 on the MNIST DFC update); others:
-    torchdiffeq's ``odeint`` methods on the continuous-time vector field (``dopri5``, ``bosh3``,
-    ``adaptive_heun`` are adaptive)."""
+    solver: Solver = "etdrk4"
+    """``etdrk4`` (default): adaptive exponential Runge-Kutta on the continuous-time dynamics
+    (``neurodfc.integrators``), with the DFC update integrated alongside; at the default
+    tolerances its DFC update lies within about 1e-4 of the dt -> 0 limit and it is faster than
+    the reference scheme (docs/performance.md). ``euler_reference``: the fused forward-Euler
+    scheme of the official code (honours inst_transmission / proactive_controller /
+    inst_system_dynamics; needed for noise; the paper-reproduction configs in ``models/`` pin
+    it because their hyperparameters were tuned with it); others: torchdiffeq's ``odeint``
+    methods on the continuous-time vector field (``dopri5``, ``bosh3``, ``adaptive_heun`` are
+    adaptive; ``euler``, ``midpoint``, ``rk4`` fixed-step)."""
     dt: float = Field(default=0.02, gt=0)
     """Step size ``dt`` (units of tau_u); for adaptive solvers, the first step."""
     steps: int | None = Field(default=None, ge=2)
@@ -179,10 +186,13 @@ class SimulationConfig(_Section):
     """Reference scheme: ``v_i = v_i^ff + v_i^fb`` instantaneously (no v-dynamics)."""
     record_every: int = Field(default=10, ge=1)
     """Record the trajectory every k steps (and always the last step)."""
-    rtol: float = Field(default=1e-7, gt=0)
-    """Relative tolerance of adaptive solvers."""
-    atol: float = Field(default=1e-9, gt=0)
-    """Absolute tolerance of adaptive solvers."""
+    rtol: float | None = Field(default=None, gt=0)
+    """Relative tolerance of adaptive solvers; ``None`` = the solver's default (``etdrk4``: 2e-4,
+    relative to the deviation from the feedforward state, about 1e-4 on the MNIST DFC update;
+    torchdiffeq: 1e-7). See :attr:`tolerances`."""
+    atol: float | None = Field(default=None, gt=0)
+    """Absolute tolerance of adaptive solvers; ``None`` = the solver's default (``etdrk4``:
+    1e-12; torchdiffeq: 1e-9)."""
     convergence_threshold: float = Field(default=1e-5, gt=0)
     """Converged if ``|r_L - (r_L* - alpha u)| / |r_L^-|`` is below this (reference: 1e-5)."""
     divergence_threshold: float = Field(default=1.0, gt=0)
@@ -203,6 +213,15 @@ class SimulationConfig(_Section):
         if self.t_max is not None:
             return max(2, round(self.t_max / self.dt) + 1)
         return self.steps if self.steps is not None else 1000
+
+    @property
+    def tolerances(self) -> tuple[float, float]:
+        """``(rtol, atol)`` with ``None`` resolved to the solver's default."""
+        default = ETDRK4_TOLERANCES if self.solver == "etdrk4" else ODEINT_TOLERANCES
+        return (
+            self.rtol if self.rtol is not None else default[0],
+            self.atol if self.atol is not None else default[1],
+        )
 
     @property
     def horizon(self) -> float:
@@ -488,6 +507,18 @@ class ExperimentConfig(_Section):
                 f"{ctrl.tau_ratio}] for the fixed-step solver {sim.solver!r}: forward Euler is "
                 "unstable for dt > tau_v/tau_u"
             )
+        strong = self.method.name in ("strong_dfc", "strong_dfc_single")
+        if sim.solver != "euler_reference" and not strong:
+            if self.noise.sigma > 0 or (self.noise.sigma_output or 0.0) > 0:
+                raise ValueError(
+                    f"noise.sigma > 0 needs simulation.solver = 'euler_reference' (Euler-Maruyama"
+                    f"); {sim.solver!r} integrates the noiseless ODE"
+                )
+            if sim.inst_system_dynamics:
+                raise ValueError(
+                    "simulation.inst_system_dynamics = true is a flag of the reference scheme: it "
+                    f"needs simulation.solver = 'euler_reference', got {sim.solver!r}"
+                )
         if self.apical.tau is not None and sim.solver in FIXED_STEP_SOLVERS:
             if sim.dt > self.apical.tau:
                 raise ValueError(
@@ -538,7 +569,20 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(item: str) -> tuple[str, Any]:
     """Parse ``section.field=value``; the value is read as TOML (``1e-3``, ``true``, ``[1, 2]``),
-    falling back to a plain string."""
+    falling back to a plain string.
+
+    Args:
+        item: one ``--set`` argument.
+
+    Returns:
+        ``(dotted key, value)``.
+
+    Examples:
+        >>> parse_override("controller.k_p=1.5")
+        ('controller.k_p', 1.5)
+        >>> parse_override('network.hidden_activation=["tanh", "relu"]')
+        ('network.hidden_activation', ['tanh', 'relu'])
+    """
     if "=" not in item:
         raise ConfigError(f"--set expects section.field=value, got {item!r}")
     key, raw = item.split("=", 1)
@@ -557,7 +601,23 @@ def config_from_dict(
     model: type[ExperimentConfig] = ExperimentConfig,
 ) -> ExperimentConfig:
     """Validate a nested dict (as read from TOML) with optional ``section.field=value``
-    overrides; raises :class:`ConfigError` naming every bad field."""
+    overrides; raises :class:`ConfigError` naming every bad field.
+
+    Args:
+        tree: the config as nested dicts (sections as sub-dicts); not modified.
+        overrides: ``section.field=value`` strings applied on top (see :func:`parse_override`).
+        source: where the tree came from, for error messages.
+        model: the config class (:class:`ExperimentConfig` or a subclass).
+
+    Examples:
+        >>> cfg = config_from_dict({"network": {"sizes": [4, 3, 2]}}, ["controller.k_p=0.5"])
+        >>> cfg.network.sizes, cfg.controller.k_p, cfg.simulation.solver
+        ([4, 3, 2], 0.5, 'etdrk4')
+        >>> config_from_dict({"controller": {"alpha": -1}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        neurodfc.config.ConfigError: ... controller.alpha: Input should be greater than ... 0
+    """
     tree = json.loads(json.dumps(tree))  # deep copy, plain types
     for item in overrides:
         key, value = parse_override(item)
@@ -569,7 +629,11 @@ def config_from_dict(
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing or malformed file raises :class:`ConfigError` naming it."""
+    """Read a TOML file; a missing or malformed file raises :class:`ConfigError` naming it.
+
+    Args:
+        path: the TOML file.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -585,12 +649,23 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     model: type[ExperimentConfig] = ExperimentConfig,
 ) -> ExperimentConfig:
-    """Load a TOML config from ``models/`` into a validated, frozen config."""
+    """Load a TOML config (e.g. from ``models/``) into a validated, frozen config.
+
+    Args:
+        path: the TOML file.
+        overrides: ``section.field=value`` strings applied on top (the CLI's ``--set``).
+        model: the config class (:class:`ExperimentConfig` or a subclass).
+    """
     return config_from_dict(load_toml(path), overrides, source=str(path), model=model)
 
 
 def to_toml(cfg: BaseModel) -> str:
-    """Serialise a config as TOML (sections as tables, ``None`` fields omitted)."""
+    """Serialise a config as TOML (sections as tables, ``None`` fields omitted); the result
+    loads back into an equal config.
+
+    Args:
+        cfg: the config (any pydantic model of this module).
+    """
     _check_representable(cfg)
     data = cfg.model_dump(mode="json", exclude_none=True)
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}

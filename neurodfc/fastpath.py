@@ -90,7 +90,16 @@ def _minus_one(like: torch.Tensor) -> torch.Tensor:
 class NoiseSource:
     """Standard normals ``[B, N]`` per step for ``n_steps`` steps, drawn in float32 blocks of
     ``min(NOISE_BLOCK, steps left)`` steps (added to the simulation's tensors with type
-    promotion, no conversion pass)."""
+    promotion, no conversion pass).
+
+    Args:
+        shape: ``(B, N)`` of one step's noise.
+        dtype: the simulation's dtype (the noise itself stays float32).
+        device: where the noise is drawn (on CUDA by a device generator seeded from
+            ``generator``).
+        generator: CPU random generator (None: torch's default).
+        n_steps: number of steps that will be drawn (sizes the last block).
+    """
 
     def __init__(
         self,
@@ -164,6 +173,33 @@ def euler_reference_fast(
     ``d_i[t] r_{i-1}[t]^T`` and ``d_i[t]`` over t = 1..n_steps-1 (``d_i[0] = 0``);
     ``accumulate_feedback`` sums ``a_i[t]^T u[t+1]``. ``converged(r_L, u, u_int)`` -> bool [B]
     is the convergence test used by ``early_stop``.
+
+    Args:
+        net: the network (weights ``W``, ``b``, feedback ``Q``).
+        x: inputs ``r_0`` [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L].
+        dt: Euler step (units of tau_u).
+        n_steps: number of time points (initial state included).
+        alpha: controller leak.
+        k_p: proportional gain.
+        tau_ratio: ``tau_v / tau_u``.
+        leak: leak convention (``reference`` or ``paper``).
+        inst_transmission: layer i reads layer i-1 of the same step.
+        proactive_controller: the apical input uses ``u[t+1]``.
+        inst_system_dynamics: ``v = v^b + a`` without v-dynamics.
+        record_steps: time points whose ``r_L``, ``u``, ``e`` (and ``v``) are recorded.
+        record_v: also record every layer's voltage.
+        accumulate: forward rule whose signal is summed (None: no sums).
+        noise: apical noise std ``(sigma, sigma_output)``.
+        generator: random generator of the noise.
+        apical_tau: apical time constant (None: instantaneous, ``tau_A = dt``).
+        accumulate_feedback: sum ``a_i^T u`` (the sleep-phase rule).
+        chunk: steps per accumulation product.
+        early_stop: stop once every sample has converged (closed-form completion).
+        converged: the convergence test of ``early_stop``.
+
+    Returns:
+        An :class:`EulerRun`.
     """
     L = net.depth
     T = n_steps

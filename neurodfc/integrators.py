@@ -1,7 +1,11 @@
 """Continuous-time DFC: the closed loop and the DFC update integrated together as one ODE.
 
-The state ``y = [v_1..v_L, (a_1..a_L), u_int]`` follows the paper's dynamics (see
-:class:`neurodfc.system.VectorField`); the DFC update is the time integral of the forward rule,
+The state ``y = [z_1..z_L, (a_1..a_L), u_int]`` follows the paper's dynamics (see
+:class:`neurodfc.system.VectorField`) written for the deviations ``z_i = v_i - v_i^ff`` of the
+voltages from their feedforward values (``neurodfc.increments``: the rates, the output error and
+the basal inputs are then computed as small differences without cancellation, which makes
+float32 usable at the paper's tiny target steps); the DFC update is the time integral of the
+forward rule,
 
     acc_i = int_0^{t_max} d_i(t) r_{i-1}(t)^T dt,      d_i = phi(v_i) - phi(v_i^b)  (or v - v^b ...)
 
@@ -16,8 +20,8 @@ P-control of the output layer ``-(1 + k_p q_LL phi_L'(v_L^-))/tau_ratio``, the a
 ``-1/tau_A`` and (paper leak) ``-alpha`` of ``u_int`` -- and the rest explicitly, with adaptive
 steps: the ETD2RK solution from the same stages gives the error estimate (order 2, conservative;
 the propagated solution is the fourth-order one). The error norm is normwise relative to the
-deviation from the feedforward state, per layer and for ``u_int`` (the voltages move by ~1e-4
-of their size: a state-relative norm would not see the signal).
+state itself -- the deviation from the feedforward state -- per layer and for ``u_int`` (the
+voltages move by ~1e-4 of their size: a norm relative to ``v`` would not see the signal).
 
 As dt -> 0 the reference-Euler DFC update tends to ``acc / t_max``: :class:`ContinuousRun`
 returns the integrals and the DFC method divides by ``t_max``.
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neurodfc.fastpath import fast_tanh
+from neurodfc.increments import rate_increments
 from neurodfc.network import DFCNetwork
 
 FORWARD_RULES = ("nonlinear_difference", "voltage_difference", "derivative_matrix")
@@ -80,7 +84,8 @@ def phi_scalar(z: float) -> tuple[float, float, float, float]:
 
 class _Field:
     """The closed loop split as ``f(y) = D y + N(y)`` on a flat state ``y`` [B, S] (columns:
-    voltages of all layers, apical voltages if any, ``u_int``)."""
+    voltage deviations ``z_i = v_i - v_i^ff`` of all layers, apical voltages if any,
+    ``u_int``)."""
 
     def __init__(
         self,
@@ -114,12 +119,13 @@ class _Field:
         self.bias = [b.detach() for b in net.b] if net.has_bias else [None] * L
         # 1/tau_ratio folded into the products: vbs = (W r + b)/tau_ratio
         self.Wt_s = [(w * inv).t().contiguous() for w in self.W]
-        self.b_s = [None if b is None else b * inv for b in self.bias]
         Q = [q.detach() for q in net.Q]
         fb_scale = 1.0 if self.apical else inv
         self.QT_s = (torch.cat(Q, dim=0) * fb_scale).t().contiguous()
         self.v_ff, self.r_ff = net.feedforward(x)
-        self.drive0_s = self.v_ff[0] * inv
+        self.inc = rate_increments(self.acts, self.v_ff)
+        # output error at the feedforward state, r_L* - r_L^ff (e = delta - (r_L - r_L^ff))
+        self.delta = r_target - self.r_ff[-1]
         # exact linear part D (per column; few distinct values)
         D = [-inv] * S
         self.out_shift: torch.Tensor | None = None
@@ -138,9 +144,11 @@ class _Field:
         self.D_unique = uniq
         self.D_index = torch.tensor([uniq.index(d) for d in D], device=device)
         self.nfe = 0
+        # basal deviations W_i (r_{i-1} - r_{i-1}^ff) / tau_ratio (layer 1: none, r_0 is fixed)
         self.vbs = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
-        self.vbs[0] = self.drive0_s
-        self.half = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
+        self.vbs[0] = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
+        self.dr = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
+        self.work = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
         self.FB = torch.empty((B, N), dtype=dtype, device=device)
         self.e = torch.empty_like(r_target)
         self.u = torch.empty_like(r_target)
@@ -167,42 +175,35 @@ class _Field:
         return {k: cols[j] for j, k in enumerate(keys)}
 
     def initial_state(self) -> torch.Tensor:
-        """The feedforward state, zero apical voltages and zero integral control."""
-        y = torch.zeros(
+        """The feedforward state: zero deviations, apical voltages and integral control."""
+        return torch.zeros(
             (self.r_target.shape[0], self.S), dtype=self.r_target.dtype, device=self.D.device
         )
-        y[:, : self.N] = torch.cat(self.v_ff, dim=1)
-        return y
 
     def voltages(self, y: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer views ``v_i`` of a state."""
+        """Per-layer views ``z_i = v_i - v_i^ff`` of a state."""
         return [y[:, self.offs[i] : self.offs[i + 1]] for i in range(self.L)]
 
-    def rates(self, y: torch.Tensor, r: list[torch.Tensor]) -> None:
-        """``r_i = phi(v_i)`` into ``r`` (also ``half_i = sigmoid(2 v_i)`` for tanh layers)."""
-        v = self.voltages(y)
+    def rates(self, y: torch.Tensor, r: list[torch.Tensor] | None) -> None:
+        """``self.dr_i = phi(v_i) - phi(v_i^ff)`` and, when ``r`` is given, ``r_i = phi(v_i)``
+        into ``r``."""
+        z = self.voltages(y)
         for i in range(self.L):
-            if self.acts[i] == "tanh":
-                fast_tanh(v[i], r[i], self.half[i])
-            elif self.acts[i] == "linear":
-                r[i].copy_(v[i])
-            else:
-                r[i].copy_(self.net.act(i, v[i]))
+            self.inc[i](z[i], self.dr[i], self.work[i])
+            if r is not None:
+                torch.add(self.r_ff[i], self.dr[i], out=r[i])
 
-    def nonlinear(self, y: torch.Tensor, r: list[torch.Tensor], out: torch.Tensor) -> None:
+    def nonlinear(self, y: torch.Tensor, r: list[torch.Tensor] | None, out: torch.Tensor) -> None:
         """``out = N(y) = f(y) - D y``; fills ``r`` (rates) and ``self.vbs`` (basal inputs
         divided by tau_ratio)."""
         self.nfe += 1
         L, N, offs = self.L, self.N, self.offs
         self.rates(y, r)
         for i in range(1, L):
-            if self.b_s[i] is not None:
-                torch.addmm(self.b_s[i], r[i - 1], self.Wt_s[i], out=self.vbs[i])  # type: ignore[arg-type]
-            else:
-                torch.mm(r[i - 1], self.Wt_s[i], out=self.vbs[i])
+            torch.mm(self.dr[i - 1], self.Wt_s[i], out=self.vbs[i])
         e, u = self.e, self.u
         u_int = y[:, self.S - self.nL :]
-        torch.sub(self.r_target, r[L - 1], out=e)
+        torch.sub(self.delta, self.dr[L - 1], out=e)
         torch.add(u_int, e, alpha=self.k_p, out=u)
         torch.mm(u, self.QT_s, out=self.FB)
         if self.apical:
@@ -222,10 +223,10 @@ class _Field:
         else:
             torch.sub(e, u, alpha=self.alpha, out=du)
 
-    def control(self, y: torch.Tensor, r_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(u, u_int)`` at a state whose output rate is ``r_out``."""
+    def control(self, y: torch.Tensor, dr_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(u, u_int)`` at a state whose output rate deviation is ``dr_out``."""
         u_int = y[:, self.S - self.nL :]
-        return u_int + self.k_p * (self.r_target - r_out), u_int
+        return u_int + self.k_p * (self.delta - dr_out), u_int
 
 
 @torch.no_grad()
@@ -255,11 +256,34 @@ def integrate(
     feedforward state to ``t_max`` with adaptive ETDRK4 (see the module docstring).
 
     ``rtol``/``atol`` bound the estimated local error of each step relative to the deviation
-    from the feedforward state (``max`` over the blocks of ``|err| / (atol + rtol |z|)``, plus
-    a rounding floor ``16 eps |y|`` that only matters in float32);
+    from the feedforward state (``max`` over the blocks of ``|err| / (atol + rtol |z|)``);
     ``max_step`` caps the step (a number or a function of t); ``trace`` collects
     ``(t, h, error ratio)`` of every attempted step. ``record_times`` (increasing, within
     [0, t_max]) are filled by cubic Hermite interpolation between steps (third order).
+
+    Args:
+        net: the network (weights ``W``, ``b``, feedback ``Q``).
+        x: inputs ``r_0`` [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L].
+        t_max: simulated time (units of tau_u).
+        alpha: controller leak.
+        k_p: proportional gain.
+        tau_ratio: ``tau_v / tau_u``.
+        leak: leak convention (``reference`` or ``paper``).
+        apical_tau: apical time constant (None: instantaneous).
+        rtol: relative tolerance (of the deviation from the feedforward state).
+        atol: absolute tolerance.
+        first_step: initial step size.
+        accumulate: forward rule whose signal is integrated (None: no integrals).
+        record_times: times whose ``r_L``, ``u`` (and ``v``) are recorded.
+        record_v: also record every layer's voltage.
+        chunk: steps per accumulation product.
+        max_steps: accepted + rejected steps allowed before giving up (RuntimeError).
+        max_step: largest step (number or function of t).
+        trace: list collecting ``(t, h, error ratio)`` per attempted step.
+
+    Returns:
+        A :class:`ContinuousRun`.
     """
     if accumulate is not None and accumulate not in FORWARD_RULES:
         raise ValueError(f"accumulate must be one of {FORWARD_RULES}, got {accumulate!r}")
@@ -285,19 +309,12 @@ def integrate(
     Dch = [buf(cap, B, n) for n in sizes]  # weighted rule signals at the quadrature points
     slot_d = [[Dch[i][k] for k in range(cap)] for i in range(L)]
     tmp = [buf(B, n) for n in sizes]
-    scratch_r = [buf(B, n) for n in sizes]
     P_r, P_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]  # at y_n (FSAL)
     Pn_r, Pn_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]
     acc_aug = [torch.zeros((w.shape[0], w.shape[1] + 1), dtype=dtype, device=device) for w in F.W]
     acc_d1 = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
-    d_scale = [1.0] * L
-    half_b0: torch.Tensor | None = None
     dprime_ff: list[torch.Tensor] = []
-    if accumulate == "nonlinear_difference":
-        d_scale = [2.0 if a == "tanh" else 1.0 for a in F.acts]
-        v0 = F.v_ff[0]
-        half_b0 = torch.sigmoid(2.0 * v0) if F.acts[0] == "tanh" else net.act(0, v0)
-    elif accumulate == "derivative_matrix":
+    if accumulate == "derivative_matrix":
         dprime_ff = [net.act_prime(i, F.v_ff[i]) for i in range(L)]
     fill = 0
     acc_points = 0
@@ -313,24 +330,21 @@ def integrate(
             acc_aug[i].addmm_(Di.t(), Ri)
         fill = 0
 
-    def signal(y: torch.Tensor, r: list[torch.Tensor], out: list[torch.Tensor]) -> None:
-        """The rule's signal d_i at the state just evaluated (rates r, basal F.vbs)."""
-        v = F.voltages(y)
+    def signal(y: torch.Tensor, out: list[torch.Tensor]) -> None:
+        """The rule's signal d_i at the state just evaluated (rate deviations F.dr, basal
+        deviations F.vbs): ``phi(v_i) - phi(v_i^b) = dr_i - (phi(v^ff + z^b) - phi(v^ff))``,
+        or ``z_i - z_i^b`` (times ``phi'(v_i^ff)``)."""
+        z = F.voltages(y)
         for i in range(L):
             if accumulate == "nonlinear_difference":
-                if i == 0:
-                    assert half_b0 is not None
-                    hb = half_b0
-                elif F.acts[i] == "tanh":
-                    hb = tmp[i]
-                    torch.mul(F.vbs[i], 2.0 * tcr, out=hb)
-                    torch.sigmoid(hb, out=hb)
-                else:
-                    hb = net.act(i, F.vbs[i] * tcr)
-                ha = F.half[i] if F.acts[i] == "tanh" else r[i]
-                torch.sub(ha, hb, out=out[i])
+                if i == 0:  # the basal input of layer 1 is the feedforward one
+                    out[0].copy_(F.dr[0])
+                    continue
+                torch.mul(F.vbs[i], tcr, out=tmp[i])
+                F.inc[i](tmp[i], out[i], F.work[i])
+                torch.sub(F.dr[i], out[i], out=out[i])
             else:
-                torch.sub(v[i], F.vbs[i], alpha=tcr, out=out[i])
+                torch.sub(z[i], F.vbs[i], alpha=tcr, out=out[i])
                 if dprime_ff:
                     out[i].mul_(dprime_ff[i])
 
@@ -338,23 +352,22 @@ def integrate(
         """N(y) into out_K; with accumulation, the weighted signal into the next chunk slot."""
         nonlocal fill
         if not acc:
-            F.nonlinear(y, scratch_r, out_K)
+            F.nonlinear(y, None, out_K)
             return
         rates = [slot_r[k][fill] for k in range(L)]
         F.nonlinear(y, rates, out_K)
         outs = [slot_d[k][fill] for k in range(L)]
-        signal(y, rates, outs)
+        signal(y, outs)
         for o in outs:
             o.mul_(weight)
         fill += 1
 
-    y_ff = F.initial_state()
-    y = y_ff.clone()
+    y = F.initial_state()
     Nu, Na, Nb, Nc, Nn = (buf(B, S) for _ in range(5))  # N at y_n, a, b, c, y_n+1
     ya, yb, yc, y_new, y2 = (buf(B, S) for _ in range(5))
     F.nonlinear(y, P_r, Nu)
     if acc:
-        signal(y, P_r, P_d)
+        signal(y, P_d)
     # error-norm blocks: each layer's voltages, each layer's apical voltages, u_int
     bounds = [(F.offs[i], F.offs[i + 1]) for i in range(L)]
     if F.apical:
@@ -371,7 +384,6 @@ def integrate(
         return sq.index_add_(0, block_of, col.square_()).sqrt_()
 
     z_n = torch.zeros(n_blocks, dtype=dtype, device=device)
-    rounding = 16 * torch.finfo(dtype).eps
 
     rec_t = sorted(record_times or [])
     n_rec = len(rec_t)
@@ -385,9 +397,9 @@ def integrate(
         rr = [buf(B, n) for n in sizes]
         F.rates(yy, rr)
         r_rec[k_rec] = rr[-1]
-        u_rec[k_rec] = F.control(yy, rr[-1])[0]
-        for i, vv in enumerate(F.voltages(yy) if record_v else []):
-            v_rec[i][k_rec] = vv
+        u_rec[k_rec] = F.control(yy, F.dr[-1])[0]
+        for i, zz in enumerate(F.voltages(yy) if record_v else []):
+            torch.add(F.v_ff[i], zz, out=v_rec[i][k_rec])
         k_rec += 1
 
     D = F.D
@@ -430,12 +442,8 @@ def integrate(
         torch.mul(Nu, co["g1"], out=y2)  # error estimate: ETD2RK - ETDRK4
         y2.addcmul_(ya, co["g2"])
         y2.addcmul_(Nc, co["g3"])
-        torch.sub(y_new, y_ff, out=yb)
-        z_new = block_norms(yb)
+        z_new = block_norms(y_new)
         tol = atol + rtol * torch.maximum(z_n, z_new)
-        if rounding > 1e-12:
-            # the deviation cannot be resolved below ~eps |y| (float32)
-            tol += rounding * block_norms(y_new)
         ratio = block_norms(y2) / tol
         en = float(ratio.max())
         if not math.isfinite(en):
@@ -445,7 +453,7 @@ def integrate(
         if en <= 1.0:
             F.nonlinear(y_new, Pn_r, Nn)
             if acc:
-                signal(y_new, Pn_r, Pn_d)
+                signal(y_new, Pn_d)
             while k_rec < n_rec and rec_t[k_rec] <= t + h + 1e-12:
                 th = min(max((rec_t[k_rec] - t) / h, 0.0), 1.0)
                 f0 = Nu + D * y
@@ -475,18 +483,14 @@ def integrate(
         flush()
         acc_W = [acc_d1.t() @ x] + [a[:, :-1] for a in acc_aug[1:]]
         acc_b = [acc_d1.sum(0)] + [a[:, -1] for a in acc_aug[1:]]
-        for i in range(L):
-            if d_scale[i] != 1.0:
-                acc_W[i] = acc_W[i] * d_scale[i]
-                acc_b[i] = acc_b[i] * d_scale[i]
     r_fin = [buf(B, n) for n in sizes]
     F.rates(y, r_fin)
     vb_fin = [F.v_ff[0].clone()]
     for i in range(1, L):
-        vb_fin.append(torch.nn.functional.linear(r_fin[i - 1], F.W[i], F.bias[i]))
-    u, u_int = F.control(y, r_fin[-1])
+        vb_fin.append(torch.addmm(F.v_ff[i], F.dr[i - 1], F.W[i].t()))
+    u, u_int = F.control(y, F.dr[-1])
     return ContinuousRun(
-        v=[vv.clone() for vv in F.voltages(y)],
+        v=[F.v_ff[i] + zz for i, zz in enumerate(F.voltages(y))],
         r=r_fin,
         vb=vb_fin,
         u=u,

@@ -104,7 +104,23 @@ def classify(
 ) -> torch.Tensor:
     """Per-sample :class:`Status` from the final state (the reference code's criteria):
     converged if ``|r_L - (r_L* - alpha u)| / |r_L^-| < convergence_threshold`` and
-    ``|e(T)| < epsilon^2 |e(0)|``; diverged if the ratio exceeds ``divergence_threshold``."""
+    ``|e(T)| < epsilon^2 |e(0)|``; diverged if the ratio exceeds ``divergence_threshold``;
+    nonfinite if ``r_L`` or ``u`` holds a NaN or inf.
+
+    Args:
+        r_out: final output rates ``r_L`` [B, n_L].
+        r_target: output target ``r_L*`` [B, n_L].
+        u: final control ``u`` [B, n_L].
+        u_int: final integral control ``u_int`` [B, n_L].
+        r_ff_out: feedforward output ``r_L^-`` [B, n_L] (scale of the criterion).
+        e0_norm: ``|e(0)|`` per sample [B].
+        alpha: controller leak.
+        leak: leak convention (``reference`` or ``paper``).
+        sim: the thresholds (``convergence_threshold``, ``divergence_threshold``, ``epsilon``).
+
+    Returns:
+        int8 codes of :class:`Status` [B].
+    """
     resid = leak_residual(r_target, u, u_int, alpha, leak)
     ratio = torch.linalg.vector_norm(r_out - resid, dim=1) / torch.linalg.vector_norm(
         r_ff_out, dim=1
@@ -148,7 +164,9 @@ def simulate(
     Args:
         system: the DFC system (weights, feedback, controller and simulation settings).
         sim: overrides ``system.cfg.simulation`` (solver, dt, steps, flags, recording).
-        alpha, k_p, tau_ratio: override the controller's values (the sleep phase uses its own).
+        alpha: overrides the controller's leak ``alpha`` (the sleep phase uses its own).
+        k_p: overrides the proportional gain ``k_p``.
+        tau_ratio: overrides ``tau_v / tau_u``.
         record_v: also record every layer's voltage ``v_i(t)``.
         record: record ``r_L, u, e`` every ``sim.record_every`` steps (else only the ends).
         accumulate: a forward rule (``nonlinear_difference``, ``voltage_difference``,
@@ -341,8 +359,8 @@ def _continuous(
         tau_ratio=tcr,
         leak=leak,
         apical_tau=apical_tau,
-        rtol=sim.rtol,
-        atol=sim.atol,
+        rtol=sim.tolerances[0],
+        atol=sim.tolerances[1],
         first_step=sim.dt,
         max_step=sim.max_step if sim.max_step is not None else math.inf,
         accumulate=accumulate,
@@ -459,7 +477,7 @@ def _odeint(
     options: dict[str, object] = {}
     kwargs: dict[str, object] = {}
     if sim.solver in ("dopri5", "bosh3", "adaptive_heun"):
-        kwargs = {"rtol": sim.rtol, "atol": sim.atol}
+        kwargs = {"rtol": sim.tolerances[0], "atol": sim.tolerances[1]}
         options = {"first_step": sim.dt}
         if accumulate is not None:
             options["norm"] = lambda ys: torch.stack(

@@ -45,9 +45,13 @@ if TYPE_CHECKING:  # analysis sits above training: imported lazily when logging 
     from neurodfc.analysis.monitor import AnalysisLogger
 
 CHECKPOINT = "checkpoint.pt"
+"""File name of a run's checkpoint (weights, optimisers, RNG states, metrics so far)."""
 METRICS = "metrics.nc"
+"""File name of a run's metrics (dim ``epoch``, and ``step`` with analysis logging)."""
 CONFIG = "config.toml"
+"""File name of a run's resolved config."""
 STATUS_KEYS = [f"n_{s.name.lower()}" for s in Status]
+"""Names of the per-epoch sample counts of each simulation status (``n_converged`` ...)."""
 
 
 class NonFiniteError(RuntimeError):
@@ -102,20 +106,41 @@ def make_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """Adam (coupled L2 weight decay, as the reference code) or SGD."""
+    """Adam (coupled L2 weight decay, as the reference code) or SGD.
+
+    Args:
+        params: the parameters to optimise.
+        kind: ``adam``, else SGD.
+        lr: learning rate.
+        betas: Adam's ``(beta_1, beta_2)``.
+        eps: Adam's epsilon.
+        weight_decay: coupled L2 weight decay (added to the gradient).
+        momentum: SGD momentum.
+    """
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def forward_lr(cfg: ExperimentConfig) -> float:
-    """The forward learning rate, ``lr / lam`` when ``training.normalize_lr``."""
+    """The forward learning rate of ``cfg``: ``training.lr``, divided by the target step
+    ``loss.lam`` when ``training.normalize_lr``.
+
+    Examples:
+        >>> from neurodfc.config import config_from_dict
+        >>> cfg = config_from_dict({"training": {"lr": 0.001, "normalize_lr": True},
+        ...                         "loss": {"lam": 0.05}})
+        >>> round(forward_lr(cfg), 12)
+        0.02
+    """
     tc = cfg.training
     return tc.lr / cfg.loss.lam if tc.normalize_lr else tc.lr
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float | None, mode: str) -> None:
-    """Clip ``.grad`` of ``params``: each on its own (``per_parameter``) or jointly."""
+    """Clip the ``.grad`` of ``params`` in place to the norm ``max_norm`` (None or 0: no
+    clipping), each parameter on its own (``mode = "per_parameter"``, the reference code's)
+    or jointly (``"global"``)."""
     if not max_norm:
         return
     if mode == "global":
@@ -128,7 +153,16 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float | None, mod
 def batches(
     split: Split, batch_size: int, generator: torch.Generator | None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Minibatches of ``split`` (shuffled with ``generator`` when given; last one smaller)."""
+    """Minibatches ``(x, y)`` of ``split`` of ``batch_size`` samples (the last one smaller),
+    shuffled with ``generator`` when given, else in order.
+
+    Examples:
+        >>> import torch
+        >>> from neurodfc.data import Split
+        >>> split = Split(torch.arange(5.0)[:, None], torch.arange(5))
+        >>> [y.tolist() for _, y in batches(split, 2, None)]
+        [[0, 1], [2, 3], [4]]
+    """
     n = split.x.shape[0]
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(split.x.device)
@@ -138,8 +172,18 @@ def batches(
 
 
 def evaluate(system: DFCSystem, split: Split, batch_size: int = 1000) -> dict[str, float]:
-    """Feedforward loss (and accuracy for classification) of ``split``, batch-size independent:
-    the mean per-sample loss (MSE: per output unit, as PyTorch's mean)."""
+    """Feedforward loss and accuracy of ``system`` on ``split``.
+
+    Args:
+        system: the system (its network and ``cfg.loss``); never modified.
+        split: the samples to evaluate.
+        batch_size: evaluation batch size (the result does not depend on it).
+
+    Returns:
+        ``{"loss": ..., "accuracy": ...}``: the mean per-sample loss (MSE: per output unit,
+        as PyTorch's mean) and the fraction of correct labels (NaN for regression; both NaN
+        for an empty split).
+    """
     lc = system.cfg.loss
     n = split.x.shape[0]
     if n == 0:
@@ -159,7 +203,14 @@ def evaluate(system: DFCSystem, split: Split, batch_size: int = 1000) -> dict[st
 
 
 class Trainer:
-    """The training loop of one run (see the module docstring)."""
+    """The training loop of one run (see the module docstring); :func:`train` builds it.
+
+    Args:
+        cfg: the experiment config.
+        out: the run folder (checkpoint and metrics are written there after every epoch).
+        quiet: no progress bars.
+        log: receives one line per epoch.
+    """
 
     def __init__(
         self,
@@ -225,7 +276,7 @@ class Trainer:
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Load a :meth:`checkpoint`."""
+        """Load the dict ``ckpt`` written by :meth:`checkpoint`."""
         self.system.load_state_dict(ckpt["system"])
         self.opt.load_state_dict(ckpt["opt"])
         self.fb_opt_init.load_state_dict(ckpt["fb_opt_init"])
@@ -243,7 +294,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def sleep_pass(self, opt: torch.optim.Optimizer, label: str) -> None:
-        """One epoch of feedback-only updates over the training set."""
+        """One epoch of feedback-only updates over the training set with the optimiser
+        ``opt`` (``label`` names the progress bar and errors)."""
         own = getattr(self.method, "feedback_gradients", None)  # strong methods: own sleep
         for k, (xb, yb) in enumerate(self._progress(label)):
             if own is not None:
@@ -275,7 +327,8 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
 
     def forward_pass(self, epoch: int) -> dict[str, float]:
-        """One epoch of forward-weight updates; returns the running train statistics."""
+        """Epoch ``epoch`` (1-based) of forward-weight updates; returns the running train
+        statistics (loss, accuracy and status counts)."""
         tc = self.cfg.training
         stats = {k: 0.0 for k in STATUS_KEYS}
         loss_sum, n_seen, correct = 0.0, 0, 0
@@ -438,15 +491,25 @@ class Trainer:
         return ds
 
 
+def _resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with defaults that mean the same run written out (``simulation.steps`` and the
+    solver tolerances), so that a run folder saved before a default changed still resumes."""
+    sim = cfg.simulation
+    rtol, atol = sim.tolerances
+    steps = sim.n_steps if sim.t_max is None else sim.steps
+    sim = sim.model_copy(update={"steps": steps, "rtol": rtol, "atol": atol})
+    return cfg.model_copy(update={"simulation": sim})
+
+
 def _same_run(saved_json: str, cfg: ExperimentConfig) -> bool:
     """Whether a checkpoint's config equals ``cfg`` up to ``training.epochs`` (a resumed run
-    may be extended)."""
+    may be extended) and up to defaults that resolve to the same values."""
     saved = ExperimentConfig.model_validate_json(saved_json)
     epochs = cfg.training.epochs
-    return (
-        saved.model_copy(update={"training": saved.training.model_copy(update={"epochs": epochs})})
-        == cfg
+    saved = saved.model_copy(
+        update={"training": saved.training.model_copy(update={"epochs": epochs})}
     )
+    return saved == cfg or _resolved(saved) == _resolved(cfg)
 
 
 def train(
@@ -457,10 +520,40 @@ def train(
     quiet: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train ``cfg`` (a config or a TOML path) into the run folder ``out``.
+    """Train ``cfg`` into the run folder ``out`` (see the module docstring).
 
-    With ``resume=True`` an existing ``checkpoint.pt`` is continued (the config must be the
-    same); without it, an ``out`` that already holds a checkpoint is refused.
+    Args:
+        cfg: a validated config or the path of a TOML config.
+        out: the run folder (created if missing); receives ``config.toml``, ``metrics.nc`` and
+            ``checkpoint.pt``.
+        resume: continue the ``checkpoint.pt`` in ``out`` (the config must be the same up to
+            ``training.epochs``); without it, an ``out`` that holds a checkpoint is refused.
+        quiet: no progress bars.
+        log: receives one summary line per epoch.
+
+    Returns:
+        The :class:`RunResult` (folder, metrics Dataset with dim ``epoch``, trained system).
+
+    Raises:
+        RunDirError: ``out`` holds a run and ``resume`` is False, or holds another config.
+        NonFiniteError: a loss or update was not finite (the last checkpoint stays).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from neurodfc.config import config_from_dict
+        >>> cfg = config_from_dict({
+        ...     "network": {"sizes": [15, 10, 1]},
+        ...     "method": {"name": "dfc_ssa"},
+        ...     "data": {"n_train": 64, "n_val": 16, "n_test": 16},
+        ...     "training": {"epochs": 1, "batch_size": 32},
+        ... })
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     res = train(cfg, tmp, quiet=True, log=lambda line: None)
+        ...     files = sorted(os.listdir(tmp))
+        >>> files
+        ['checkpoint.pt', 'config.toml', 'metrics.nc']
+        >>> res.metrics["epoch"].values.tolist(), res.metrics.attrs["method"]
+        ([1], 'dfc_ssa')
     """
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_config(cfg)

@@ -33,16 +33,18 @@ def init_feedback(
             for w_k in weights[i + 1 :]:
                 q = q @ w_k.T
             if cfg.init_noise > 0:
-                noise = torch.randn(q.shape, generator=generator, dtype=dtype, device="cpu")
-                q = q + cfg.init_noise * noise.to(device)
+                # drawn in float64 on the CPU whatever the run's dtype and device, so that a
+                # float32 or CUDA run starts from the same feedback as the float64 CPU run
+                noise = torch.randn(q.shape, generator=generator, dtype=torch.float64)
+                q = q + cfg.init_noise * noise.to(device=device, dtype=dtype)
         elif cfg.init == "jacobian_transpose":
             if jacobian_blocks is None:
                 raise ValueError("feedback.init = 'jacobian_transpose' needs the Jacobian blocks")
             q = jacobian_blocks[i].T.clone()
         else:
-            q = torch.empty(n_i, n_out, dtype=dtype)
+            q = torch.empty(n_i, n_out, dtype=torch.float64)  # as the noise above
             _xavier(q, cfg.init, generator)
-            q = q.to(device)
+            q = q.to(device=device, dtype=dtype)
         qs.append(q)
     return qs
 

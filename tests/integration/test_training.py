@@ -92,6 +92,27 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
         train(other, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
 
 
+def test_resume_accepts_a_config_whose_defaults_resolve_to_the_saved_values(
+    tmp_path: Path,
+) -> None:
+    """A run saved with the defaults written out (steps, tolerances) resumes under a config that
+    leaves them at None, and vice versa; a real difference is still refused."""
+    base = _toy(epochs=1)
+    rtol, atol = base.simulation.tolerances
+    explicit = base.model_copy(
+        update={"simulation": base.simulation.model_copy(update={"rtol": rtol, "atol": atol})}
+    )
+    train(explicit, tmp_path / "r", quiet=True, log=lambda _: None)
+    again = _toy(epochs=2)
+    assert again.simulation.rtol is None and again != explicit
+    train(again, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
+    tighter = again.model_copy(
+        update={"simulation": again.simulation.model_copy(update={"rtol": rtol / 2})}
+    )
+    with pytest.raises(RunDirError, match="different config"):
+        train(tighter, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
+
+
 def test_nonfinite_update_stops_without_touching_the_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

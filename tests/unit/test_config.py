@@ -3,6 +3,7 @@ before any compute; TOML files round-trip; the CLI turns bad input into exit sta
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -121,19 +122,48 @@ def test_every_bad_field_is_named() -> None:
     "tree",
     [
         # the boundary dt = tau_ratio is allowed: (0, tau_ratio]
-        {"controller": {"tau_ratio": 0.2}, "simulation": {"dt": 0.2}},
+        {"controller": {"tau_ratio": 0.2}, "simulation": {"solver": "euler_reference", "dt": 0.2}},
         # adaptive solvers take dt only as the first step
         {"controller": {"tau_ratio": 0.2}, "simulation": {"solver": "dopri5", "dt": 0.5}},
         # without v-dynamics there is no tau_v constraint
         {
             "controller": {"tau_ratio": 0.2},
-            "simulation": {"dt": 0.5, "inst_system_dynamics": True},
+            "simulation": {"solver": "euler_reference", "dt": 0.5, "inst_system_dynamics": True},
         },
         {"network": {"sizes": [3, 4, 5, 2], "hidden_activation": ["tanh", "relu"]}},
         {"controller": {"alpha": 0.0}},
     ],
 )
 def test_valid_edge_cases_are_accepted(tree: dict[str, Any]) -> None:
+    config_from_dict(tree)
+
+
+def test_default_solver_is_the_continuous_path_with_its_own_tolerances() -> None:
+    sim = ExperimentConfig().simulation
+    assert sim.solver == "etdrk4"
+    assert sim.tolerances == (2e-4, 1e-12)
+    odeint = config_from_dict({"simulation": {"solver": "dopri5"}}).simulation
+    assert odeint.tolerances == (1e-7, 1e-9)
+    explicit = config_from_dict({"simulation": {"rtol": 1e-3, "atol": 1e-6}}).simulation
+    assert explicit.tolerances == (1e-3, 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "needle"),
+    [
+        ("noise", {"sigma": 0.01}, "noise.sigma > 0 needs simulation.solver = 'euler_reference'"),
+        ("noise", {"sigma_output": 0.01}, "noise.sigma > 0 needs"),
+        ("simulation", {"inst_system_dynamics": True}, "simulation.inst_system_dynamics"),
+    ],
+)
+def test_reference_scheme_features_are_refused_by_the_continuous_solver(
+    section: str, fields: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_from_dict({section: fields})
+    # the same settings are valid with the reference scheme
+    tree: dict[str, Any] = {"simulation": {"solver": "euler_reference"}}
+    tree.setdefault(section, {}).update(fields)
     config_from_dict(tree)
 
 
@@ -224,6 +254,7 @@ ROUND_TRIP_CASES: dict[str, dict[str, Any]] = {
     "optional_fields_set": {
         "apical": {"tau": 0.05},
         "noise": {"sigma": 0.01, "sigma_output": 0.0},
+        "simulation": {"solver": "euler_reference", "dt": 0.01},
         "data": {"data_dir": 'C:\\data "quoted"\n', "max_train_samples": 7},
     },
     "extreme_floats": {"simulation": {"rtol": 1e-300, "atol": 1.5e-12, "dt": 1e-7}},
