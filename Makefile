@@ -12,12 +12,12 @@ ifneq ($(wildcard ../shared/data),)
 export NEURODFC_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck docs check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)" -e '.[dev]'
+	$(BIN)/python -m pip install -q "$(TORCH)" -e '.[dev,docs]'
 	touch $(STAMP)
 
 # The main job: the Fig. 1D dynamics, then DFC trained on the embedded teacher-student task
@@ -39,7 +39,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy neurodfc
 
-check: test lint typecheck
+# The documentation site (mkdocs.yml): site/index.html; a warning (broken link or anchor,
+# missing page, bad docstring) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+check: test lint typecheck docs
 
 clean:
-	rm -rf demo_out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo_out site .pytest_cache .mypy_cache .ruff_cache

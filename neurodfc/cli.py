@@ -14,6 +14,7 @@ from pathlib import Path
 from neurodfc.config import ConfigError, ExperimentConfig, load_config
 
 EXIT_USAGE = 2
+"""Exit status of a usage error (bad file, key or value)."""
 
 
 class UsageError(Exception):
@@ -45,7 +46,8 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> ExperimentConf
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run a dynamics study and write it as netCDF (and optionally a PNG)."""
+    """``neurodfc simulate``: run a dynamics study from the parsed ``args`` and write it as
+    netCDF (and optionally a PNG)."""
     from neurodfc.experiment import simulate_experiment
     from neurodfc.results import write_netcdf
 
@@ -68,7 +70,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train into a run folder; exit 1 (not 2) when training itself fails."""
+    """``neurodfc train``: train the config of the parsed ``args`` into a run folder; exit 1
+    (not 2) when training itself fails."""
     from neurodfc.training import NonFiniteError, RunDirError, train
 
     extra = [] if args.epochs is None else [f"training.epochs={args.epochs}"]
@@ -96,7 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Train every (grid point x seed) on dask.distributed; exit 1 when a run failed."""
+    """``neurodfc sweep``: train every (grid point x seed) of the parsed ``args`` on
+    dask.distributed; exit 1 when a run failed."""
     from neurodfc.sweep import (
         InvalidGridError,
         MissingDependencyError,
@@ -149,7 +153,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write PNG figures and report.md for a run folder or a .nc file."""
+    """``neurodfc report``: write PNG figures and report.md for the run folder or .nc file
+    of the parsed ``args``."""
     from neurodfc.report import report
 
     md = report(args.run, args.out)
@@ -235,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point: parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns
+    the exit status (0 success, 1 a failed run, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,24 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
     """The train/val/test splits that ``cfg.data`` describes, in ``cfg.dtype`` on ``cfg.device``.
 
     The network's input and output sizes must match the data (checked here, before compute).
+
+    Args:
+        cfg: the experiment config (its ``data``, ``network.sizes``, ``loss``, ``seed``,
+            ``dtype`` and ``device``).
+
+    Raises:
+        ValueError: when the network's sizes or the loss do not fit the data set.
+        neurodfc.data.DatasetError: when a data file is missing or fails its checksum.
+
+    Examples:
+        >>> from neurodfc.config import config_from_dict
+        >>> cfg = config_from_dict({
+        ...     "network": {"sizes": [15, 10, 1]},
+        ...     "data": {"dataset": "teacher_student", "n_train": 100, "n_val": 20, "n_test": 30},
+        ... })
+        >>> splits = load_data(cfg)
+        >>> splits.task, tuple(splits.train.x.shape), tuple(splits.test.y.shape)
+        ('regression', (100, 15), (30, 1))
     """
     d = cfg.data
     dtype = DTYPES[cfg.dtype]
@@ -92,8 +110,20 @@ def simulate_experiment(
     system: DFCSystem | None = None,
     record_v: bool = True,
 ) -> xr.Dataset:
-    """Simulate the closed loop on the first ``samples`` training samples of ``cfg``'s data
-    and return the labelled Dataset (with the Lemma-1 prediction and the config in attrs)."""
+    """Simulate the closed loop on the first training samples of ``cfg``'s data.
+
+    Args:
+        cfg: the experiment config (network, controller, simulation and data).
+        samples: number of training samples simulated (>= 1).
+        system: the system to simulate (default: ``DFCSystem.from_config(cfg)``, i.e. the
+            seeded initial weights).
+        record_v: record every layer's voltages ``v_i(t)`` (variables ``v_l{i}``).
+
+    Returns:
+        The Dataset of :func:`neurodfc.results.solution_to_xarray`, with the Lemma-1
+        prediction ``u_ss_lemma1``, the labels and the config in its attributes (what
+        ``neurodfc simulate`` writes).
+    """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     splits = load_data(cfg)

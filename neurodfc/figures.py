@@ -64,9 +64,16 @@ def _save(
 
 
 def rolling_mean_std(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Trailing rolling mean and std (ddof 1; 0 where the window holds one value) of a 1-D
-    series, NaNs skipped, ``min_periods = 1`` (pandas' ``rolling`` as in the reference
-    plotting code)."""
+    """Trailing rolling mean and std (ddof 1; 0 where the window holds one value) of the 1-D
+    series ``values`` over ``window`` points, NaNs skipped, ``min_periods = 1`` (pandas'
+    ``rolling`` as in the reference plotting code).
+
+    Examples:
+        >>> import numpy as np
+        >>> mean, std = rolling_mean_std(np.array([1.0, 3.0, np.nan, 5.0]), window=2)
+        >>> mean.tolist(), std.tolist()
+        ([1.0, 2.0, 3.0, 5.0], [0.0, 1.4142135623730951, 0.0, 0.0])
+    """
     v = np.asarray(values, dtype=float)
     mean = np.full(v.shape, np.nan)
     std = np.full(v.shape, np.nan)
@@ -88,15 +95,17 @@ def plot_rolling(
     label: str | None = None,
     **style: object,
 ) -> None:
-    """Rolling mean (line) +- rolling std (band) of ``y`` against ``x``."""
+    """Rolling mean (line) +- rolling std (band) of ``y`` against ``x`` on the axes ``ax``
+    (:func:`rolling_mean_std` over ``window`` points); ``label`` and the matplotlib ``style``
+    keywords go to the line."""
     mean, std = rolling_mean_std(y, window)
     (line,) = ax.plot(x, mean, label=label, **style)  # type: ignore[arg-type]
     ax.fill_between(x, mean - std, mean + std, alpha=0.15, lw=0, color=line.get_color())
 
 
 def step_axis(ds: xr.Dataset) -> tuple[np.ndarray, str]:
-    """The x values of dim ``step``: epochs when every log is the first batch of its epoch
-    (``step_epoch``/``step_batch`` coords), else the global step."""
+    """The x values and axis label of dim ``step`` of ``ds``: epochs when every log is the
+    first batch of its epoch (``step_epoch``/``step_batch`` coords), else the global step."""
     if "step_epoch" in ds.coords and "step_batch" in ds.coords:
         if np.all(ds["step_batch"].values == 0):
             return ds["step_epoch"].values.astype(float), "epoch"
@@ -120,8 +129,15 @@ def plot_step_metric(
     ds: xr.Dataset, name: str, path: str | Path, *, window: int = ROLLING_WINDOW
 ) -> Path:
     """One logged metric ``ds[name]`` (dims ``step`` plus up to two more) over training:
-    rolling mean +- std; one line per coordinate of the second dim, one panel per coordinate
-    of a third."""
+    rolling mean +- std over ``window`` logs; one line per coordinate of the second dim, one
+    panel per coordinate of a third.
+
+    Args:
+        ds: training metrics with dim ``step``.
+        path: the PNG file to write (its folder is created).
+        name: the variable to plot.
+        window: rolling window (logged minibatches).
+    """
     da = ds[name]
     x, xlabel = step_axis(ds)
     extra = [d for d in da.dims if d != "step"]
@@ -189,7 +205,12 @@ def _plot_epochs(
 
 def plot_losses(ds: xr.Dataset, path: str | Path) -> Path:
     """Train / validation / test loss over epochs (log scale when positive); one colour per
-    ``run`` if the Dataset has that dim."""
+    ``run`` if the Dataset has that dim.
+
+    Args:
+        ds: training metrics (``metrics.nc``, dim ``epoch``).
+        path: the PNG file to write (its folder is created).
+    """
     keys = [k for k in ("train_loss", "val_loss", "test_loss") if k in ds]
     vals = np.concatenate([ds[k].values.reshape(-1) for k in keys]) if keys else np.array([])
     finite = vals[np.isfinite(vals)]
@@ -197,20 +218,35 @@ def plot_losses(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def plot_accuracy(ds: xr.Dataset, path: str | Path) -> Path:
-    """Train / validation / test accuracy (percent) over epochs."""
+    """Train / validation / test accuracy (percent) over epochs.
+
+    Args:
+        ds: training metrics (``metrics.nc``, dim ``epoch``).
+        path: the PNG file to write (its folder is created).
+    """
     keys = ("train_accuracy", "val_accuracy", "test_accuracy")
     return _plot_epochs(ds, keys, path, "accuracy [%]", scale=100.0)
 
 
 def plot_status(ds: xr.Dataset, path: str | Path) -> Path:
-    """Samples per simulation status (converged, diverged, max_steps) per epoch."""
+    """Samples per simulation status (converged, diverged, max_steps) per epoch.
+
+    Args:
+        ds: training metrics (``metrics.nc``, dim ``epoch``).
+        path: the PNG file to write (its folder is created).
+    """
     keys = ("n_converged", "n_diverged", "n_max_steps")
     return _plot_epochs(ds, keys, path, "samples per epoch")
 
 
 def plot_error_norm(ds: xr.Dataset, path: str | Path, samples: int = 10) -> Path:
-    """``|e(t)|`` of the first ``samples`` samples (log scale) from a Dataset with ``e_norm``
-    (time, sample)."""
+    """``|e(t)|`` of the first ``samples`` samples (log scale).
+
+    Args:
+        ds: a simulation or convergence Dataset with ``e_norm`` (time, sample).
+        path: the PNG file to write (its folder is created).
+        samples: number of samples drawn.
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
     t = ds["time"].values
     for s in range(min(samples, ds.sizes["sample"])):
@@ -229,6 +265,7 @@ FIG3_PANELS: tuple[tuple[str, str | None, str], ...] = (
     ("angle_network", "gn", r"$\Delta W \angle \Delta W^{GN}$ [deg]"),
     ("angle_network", "ssa", r"$\Delta W \angle \Delta W^{SSA}$ [deg]"),
 )
+"""The six panels of Fig. 3: (variable, alignment reference or None, y label)."""
 
 
 def _run_style(run: str) -> dict[str, object]:
@@ -248,7 +285,14 @@ def plot_fig3_panels(
 ) -> Path:
     """The paper's Fig. 3: Condition 2, Condition 1, max Re eig(A_PI), MN, GN and SSA angles
     over training, rolling mean +- std, one line per coordinate of dim ``run`` (if any).
-    Panels whose variable is missing are left empty."""
+    Panels whose variable is missing are left empty.
+
+    Args:
+        ds: training metrics with dim ``step`` (and optionally ``run``).
+        path: the PNG file to write (its folder is created).
+        window: rolling window (logged minibatches).
+        title: figure title.
+    """
     runs = [str(r) for r in ds["run"].values] if "run" in ds.dims else [""]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True)
     x, xlabel = step_axis(ds)
@@ -288,7 +332,12 @@ def plot_fig3_panels(
 
 def plot_fig2(ds: xr.Dataset, path: str | Path) -> Path:
     """Fig. 2: PCA projection of the admissible random ``Q = J^T M`` (dots), the damped
-    pseudo-inverses (orange, coloured by gamma), ``J^+`` (green X) and ``J^T`` (red X)."""
+    pseudo-inverses (orange, coloured by gamma), ``J^+`` (green X) and ``J^T`` (red X).
+
+    Args:
+        ds: the Dataset of ``analyses/fig2.py`` (``Q_pc``, ``damped_pinv_pc``, ``gamma``, ...).
+        path: the PNG file to write (its folder is created).
+    """
     fig, ax = plt.subplots(figsize=(6, 5.2))
     q = ds["Q_pc"].values
     ax.scatter(q[:, 0], q[:, 1], s=4, alpha=0.3, color="midnightblue", label=r"random $Q$")
@@ -316,7 +365,13 @@ def plot_fig2(ds: xr.Dataset, path: str | Path) -> Path:
 
 def plot_figS1(ds: xr.Dataset, path: str | Path, *, window: int = ROLLING_WINDOW) -> Path:
     """Fig. S1: the batch mean of ``max Re eig`` of each A matrix over training (rolling mean
-    +- std), one panel per matrix, one line per ``run`` (if any)."""
+    +- std), one panel per matrix, one line per ``run`` (if any).
+
+    Args:
+        ds: training metrics with ``max_re_eig`` (step, matrix).
+        path: the PNG file to write (its folder is created).
+        window: rolling window (logged minibatches).
+    """
     mats = [str(m) for m in ds["matrix"].values]
     runs = [str(r) for r in ds["run"].values] if "run" in ds.dims else [""]
     fig, axes = plt.subplots(1, len(mats), figsize=(4 * len(mats), 3.3), squeeze=False)
@@ -338,7 +393,12 @@ def plot_figS1(ds: xr.Dataset, path: str | Path, *, window: int = ROLLING_WINDOW
 def plot_figC2C3(ds: xr.Dataset, path: str | Path) -> Path:
     """Figs. C2/C3 (the reference's S2-S4): the Condition-2 measure, angle(Q, J^T) and the
     angle of Q with the damped pseudo-inverse over feedback-learning iterations; one row per
-    (activation, sweep), one line per swept value (``value`` (sweep, case); NaN = unused)."""
+    (activation, sweep), one line per swept value (``value`` (sweep, case); NaN = unused).
+
+    Args:
+        ds: the Dataset of ``analyses/figC2C3.py``.
+        path: the PNG file to write (its folder is created).
+    """
     rows = [(str(a), str(s)) for a in ds["activation"].values for s in ds["sweep"].values]
     cols = ("condition2", "angle_Q_JT", "angle_Q_pinv")
     fig, axes = plt.subplots(len(rows), 3, figsize=(13, 2.7 * len(rows)), squeeze=False)
@@ -369,7 +429,14 @@ def plot_alignment_runs(
     window: int = 5,
 ) -> Path:
     """Whole-network alignment angles over training for every ``run`` (one panel per
-    reference) and the Condition-2 measure when logged."""
+    reference) and the Condition-2 measure when logged.
+
+    Args:
+        ds: training metrics with ``angle_network`` (step, reference) and optionally ``run``.
+        path: the PNG file to write (its folder is created).
+        refs: the alignment references drawn (those present in ``ds``).
+        window: rolling window (logged minibatches).
+    """
     names = [r for r in refs if r in ds["reference"].values]
     extra = 1 if "condition2" in ds else 0
     fig, axes = plt.subplots(

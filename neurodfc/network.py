@@ -10,13 +10,37 @@ from neurodfc.components.neurons import phi, phi_prime
 from neurodfc.config import FeedbackConfig, NetworkConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""The torch dtype of each config ``dtype`` name."""
 
 
 class DFCNetwork(nn.Module):
     """Weights ``W_i`` [n_i, n_{i-1}], biases ``b_i`` [n_i] and feedback ``Q_i`` [n_i, n_L].
 
     ``W``/``b`` are trainable parameters; ``Q`` are parameters with ``requires_grad=False``
-    (their updates come from the feedback-learning rule, never from autograd).
+    (their updates come from the feedback-learning rule, never from autograd). Layers are
+    0-based in code (``W[i]`` is the paper's ``W_{i+1}``).
+
+    Args:
+        cfg: the ``[network]`` config: sizes ``[n_0, ..., n_L]``, activations ``phi``,
+            biases and the initialisation of ``W`` (``b`` starts at zero).
+        feedback: the ``[feedback]`` config: the initialisation of ``Q`` (default:
+            ``FeedbackConfig()``).
+        seed: seed of the initialisation (``W`` first, then ``Q``).
+        dtype: floating-point type of every parameter.
+        device: device of every parameter.
+
+    Examples:
+        >>> import torch
+        >>> from neurodfc.config import NetworkConfig
+        >>> net = DFCNetwork(NetworkConfig(sizes=[4, 3, 2]), seed=0)
+        >>> net.depth, net.sizes, tuple(net.W[0].shape), tuple(net.full_Q().shape)
+        (2, [4, 3, 2], (3, 4), (5, 2))
+        >>> x = torch.zeros(8, 4, dtype=torch.float64)
+        >>> v, r = net.feedforward(x)
+        >>> [tuple(t.shape) for t in v], tuple(net(x).shape)
+        ([(8, 3), (8, 2)], (8, 2))
+        >>> net.W[0].requires_grad, net.Q[0].requires_grad
+        (True, False)
     """
 
     def __init__(
@@ -85,15 +109,23 @@ class DFCNetwork(nn.Module):
         return self.cfg.bias
 
     def act(self, i: int, v: torch.Tensor) -> torch.Tensor:
-        """``phi_i(v)`` of layer i (0-based)."""
+        """``phi_i(v)`` of layer ``i`` (0-based) at voltages ``v`` [B, n_i]."""
         return self._phi[i](v)
 
     def act_prime(self, i: int, v: torch.Tensor) -> torch.Tensor:
-        """``phi_i'(v)`` of layer i (0-based)."""
+        """``phi_i'(v)`` of layer ``i`` (0-based) at voltages ``v`` [B, n_i]."""
         return self._phi_prime[i](v)
 
     def split_units(self, t: torch.Tensor, dim: int = -1) -> list[torch.Tensor]:
-        """Split a tensor over the concatenated units ``sum n_i`` into per-layer blocks."""
+        """Split a tensor over the concatenated units into per-layer blocks.
+
+        Args:
+            t: a tensor whose dimension ``dim`` has size ``N = sum_i n_i`` (layers 1..L).
+            dim: the dimension to split.
+
+        Returns:
+            L tensors, the i-th of size ``n_i`` along ``dim``.
+        """
         return list(torch.split(t, self.cfg.sizes[1:], dim=dim))
 
     def full_Q(self) -> torch.Tensor:
@@ -104,10 +136,15 @@ class DFCNetwork(nn.Module):
     def feedforward(
         self, x: torch.Tensor, dv: list[torch.Tensor] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Feedforward pass; returns ``(v, r)``, lists over layers of [B, n_i].
+        """Feedforward pass ``v_i = W_i r_{i-1} + b_i``, ``r_i = phi_i(v_i)``, ``r_0 = x``.
 
-        With ``dv`` (per-layer [B, n_i]), ``v_i = W_i r_{i-1} + b_i + dv_i`` layer by layer
-        (the DFC-SSA state).
+        Args:
+            x: inputs [B, n_0].
+            dv: optional per-layer voltage changes [B, n_i]; with them
+                ``v_i = W_i r_{i-1} + b_i + dv_i`` layer by layer (the DFC-SSA state).
+
+        Returns:
+            ``(v, r)``: lists over layers 1..L of [B, n_i].
         """
         vs, rs = [], []
         r = x
@@ -121,5 +158,5 @@ class DFCNetwork(nn.Module):
         return vs, rs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network output ``r_L`` [B, n_L]."""
+        """The network output ``r_L`` [B, n_L] of the inputs ``x`` [B, n_0]."""
         return self.feedforward(x)[1][-1]

@@ -12,8 +12,18 @@ import xarray as xr  # noqa: E402
 
 
 def plot_dynamics(ds: xr.Dataset, path: str | Path, samples: int = 3, output_unit: int = 0) -> Path:
-    """Fig. 1D style: for each of ``samples`` samples, ``r_L(t)`` against the target ``r_L*``
-    (top) and the control ``u(t)`` (bottom) of one output unit, from a simulation Dataset."""
+    """Fig. 1D style: for each sample, ``r_L(t)`` against the target ``r_L*`` (top) and the
+    control ``u(t)`` (bottom) of one output unit.
+
+    Args:
+        ds: a simulation Dataset (:func:`neurodfc.results.solution_to_xarray`).
+        path: the PNG file to write (its folder is created).
+        samples: number of samples drawn (one column each).
+        output_unit: index of the output unit drawn.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     n = min(samples, ds.sizes["sample"])
     fig, axes = plt.subplots(2, n, figsize=(4 * n, 5.5), squeeze=False, sharex=True)
     t = ds["time"].values

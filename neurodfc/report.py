@@ -26,10 +26,20 @@ from neurodfc import figures
 from neurodfc.config import ExperimentConfig, to_toml
 
 METRICS_FILE = "metrics.nc"
+"""The results file that :func:`report` reads in a run folder."""
 
 
 def resolve(path: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
-    """``(netCDF file, output folder)`` for a run folder or a ``.nc`` file."""
+    """``(netCDF file, output folder)`` of a report.
+
+    Args:
+        path: a run folder (its ``metrics.nc`` is read) or a ``.nc`` file.
+        out: the output folder (default: ``<run>/report`` or ``<file>_report`` beside the
+            file).
+
+    Raises:
+        FileNotFoundError: when there is no results file at ``path``.
+    """
     p = Path(path)
     if p.is_dir():
         nc = p / METRICS_FILE
@@ -43,8 +53,9 @@ def resolve(path: str | Path, out: str | Path | None = None) -> tuple[Path, Path
 
 
 def config_toml(ds: xr.Dataset) -> tuple[str, str]:
-    """The config stored in ``ds.attrs['config']`` as ``(text, language)``: TOML when it
-    validates against the current :class:`ExperimentConfig`, else the JSON as stored."""
+    """The config stored in the result ``ds`` (``ds.attrs['config']``) as
+    ``(text, language)``: TOML when it validates against the current
+    :class:`~neurodfc.config.ExperimentConfig`, else the JSON as stored."""
     raw = ds.attrs.get("config")
     if raw is None:
         return "(no config stored in this file)", "text"
@@ -61,7 +72,8 @@ def _fmt(v: float) -> str:
 
 
 def step_metrics(ds: xr.Dataset) -> list[str]:
-    """Names of the metrics logged over training (dim ``step``), batch stds excluded."""
+    """Names of the metrics of ``ds`` logged over training (dim ``step``), batch stds
+    excluded."""
     return [
         str(n)
         for n, da in ds.data_vars.items()
@@ -70,7 +82,9 @@ def step_metrics(ds: xr.Dataset) -> list[str]:
 
 
 def key_numbers(ds: xr.Dataset) -> list[tuple[str, str]]:
-    """(quantity, value) rows of the report's table."""
+    """``(quantity, value)`` rows of the report's table for the results ``ds``: final losses
+    and accuracies, the best-validation numbers and each step metric's mean over the last 10 %
+    of its logs (one block per run when ``ds`` has a ``run`` dim)."""
     if "run" in ds.dims:  # several runs stacked (the analyses/ scripts): one block per run
         rows: list[tuple[str, str]] = []
         for run in ds["run"].values:
@@ -108,7 +122,11 @@ def key_numbers(ds: xr.Dataset) -> list[tuple[str, str]]:
 
 
 def make_figures(ds: xr.Dataset, out: Path) -> list[tuple[str, Path]]:
-    """Every figure the Dataset supports, as ``(caption, path)``."""
+    """Draw every figure the Dataset ``ds`` supports into the folder ``out``.
+
+    Returns:
+        ``(caption, path)`` per figure written (see the module docstring for the list).
+    """
     figs: list[tuple[str, Path]] = []
     if "epoch" in ds.dims and ds.sizes["epoch"] > 0:
         if any(k in ds for k in ("train_loss", "val_loss", "test_loss")):
@@ -144,8 +162,15 @@ def make_figures(ds: xr.Dataset, out: Path) -> list[tuple[str, Path]]:
 
 
 def report(path: str | Path, out: str | Path | None = None) -> Path:
-    """Write the figures and ``report.md`` for a run folder or ``.nc`` file; returns the path
-    of ``report.md`` (see the module docstring)."""
+    """Write the figures and ``report.md`` of a run (see the module docstring).
+
+    Args:
+        path: a run folder (with ``metrics.nc``) or any ``.nc`` file written by neurodfc.
+        out: the output folder (default: ``<run>/report`` or ``<file>_report``).
+
+    Returns:
+        The path of ``report.md``.
+    """
     nc, outdir = resolve(path, out)
     with xr.open_dataset(nc) as opened:
         ds = opened.load()

@@ -27,13 +27,45 @@ def solution_to_xarray(
     steady_state: SteadyState | None = None,
     labels: object | None = None,
 ) -> xr.Dataset:
-    """A Dataset with dims ``time``, ``sample``, ``output`` and ``unit_l{i}`` per layer.
+    """A simulation as a labelled Dataset.
 
-    Variables: ``r_L`` (time, sample, output), ``r_L_target``, ``r_L_ff`` (sample, output),
-    ``u``, ``e`` (time, sample, output), ``e_norm`` (time, sample), ``v_l{i}`` (time, sample,
-    unit_l{i}) when recorded, ``v_final_l{i}``, ``status`` (sample; converged | diverged |
-    max_steps | nonfinite) and, with ``steady_state``, ``u_ss_lemma1`` (sample, output).
-    The resolved config is stored as JSON in ``attrs["config"]``.
+    Args:
+        sol: the simulation (:func:`neurodfc.solve.simulate`).
+        system: the simulated system (its config is stored in the attributes).
+        steady_state: the Lemma-1 steady state of the same batch
+            (:func:`neurodfc.system.lemma1`), stored as ``u_ss_lemma1``.
+        labels: the batch's labels [B] or regression targets [B, n_L], stored as ``label``.
+
+    Returns:
+        A Dataset with dims ``time`` (coordinate in units of tau_u), ``sample``, ``output``
+        and ``unit_l{i}`` per layer. Variables: ``r_L`` (time, sample, output),
+        ``r_L_target``, ``r_L_ff``, ``u_final`` (sample, output), ``u``, ``e`` (time, sample,
+        output), ``e_norm`` (time, sample), ``v_l{i}`` (time, sample, unit_l{i}) when
+        recorded, ``v_final_l{i}`` (sample, unit_l{i}), ``status`` (sample; converged |
+        diverged | max_steps | nonfinite) and, with ``steady_state``, ``u_ss_lemma1`` (sample,
+        output). The resolved config is stored as JSON in ``attrs["config"]`` (read it back
+        with :func:`config_of`), with ``steps_run``, ``function_evaluations`` and ``solver``.
+
+    Examples:
+        >>> import torch
+        >>> from neurodfc.config import config_from_dict
+        >>> from neurodfc.solve import simulate
+        >>> from neurodfc.system import DFCSystem, lemma1
+        >>> cfg = config_from_dict({
+        ...     "network": {"sizes": [4, 3, 2]},
+        ...     "simulation": {"solver": "euler_reference", "steps": 50, "record_every": 10},
+        ... })
+        >>> system = DFCSystem.from_config(cfg)
+        >>> x = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
+        >>> r_target = system.target(x, torch.zeros(3, 2, dtype=torch.float64))
+        >>> sol = simulate(system, x, r_target)
+        >>> ds = solution_to_xarray(sol, system, lemma1(system, x, r_target))
+        >>> dict(ds.sizes)
+        {'time': 6, 'sample': 3, 'output': 2, 'unit_l1': 3, 'unit_l2': 2}
+        >>> ds.r_L.dims, ds.attrs["solver"]
+        (('time', 'sample', 'output'), 'euler_reference')
+        >>> config_of(ds)["network"]["sizes"]
+        [4, 3, 2]
     """
     tdims = ("time", "sample", "output")
     data: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, str]]] = {
@@ -87,13 +119,22 @@ def solution_to_xarray(
 
 
 def config_of(ds: xr.Dataset) -> dict[str, object]:
-    """The config dict stored in a result's attributes."""
+    """The config dict stored in the attributes of a result ``ds`` (see
+    :func:`solution_to_xarray`); ``ExperimentConfig.model_validate`` turns it back into a
+    config."""
     out: dict[str, object] = json.loads(ds.attrs["config"])
     return out
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write ``ds`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write ``ds`` to the netCDF file ``path`` atomically.
+
+    The Dataset is written to a temporary file in the same folder (created if missing), then
+    renamed over ``path``, so a reader never sees a partial file.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)

@@ -53,10 +53,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
 INSTALL_HINT = "pip install -e '.[sweep]'  (or: pip install 'dask[distributed]')"
+"""How to install the optional dask dependency (quoted in the error without it)."""
 SWEEP_NC = "sweep.nc"
+"""File name of the merged metrics of a sweep (in ``SWEEP_DIR``)."""
 TABLE_MD = "table.md"
+"""File name of the markdown summary table."""
 TABLE_CSV = "table.csv"
+"""File name of the CSV summary table."""
 MANIFEST = "sweep.json"
+"""File name of the plan, written before any task runs."""
 SUMMARY_VARS = (
     "test_error_percent_at_best_val",
     "test_loss_at_best_val",
@@ -73,6 +78,7 @@ TABLE_STATS: tuple[tuple[str, str], ...] = (
 """The statistics of ``table.md`` / ``table.csv``: (variable, column title)."""
 
 TaskStatus = Literal["done", "skipped", "failed"]
+"""Outcome of a task: trained now, skipped (already finished) or failed."""
 
 
 class MissingDependencyError(ImportError):
@@ -182,7 +188,20 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def parse_grid(item: str) -> Axis:
-    """Parse ``section.field=v1,v2,...`` (values read as TOML, else plain strings)."""
+    """Parse a ``--grid`` ``item`` ``section.field=v1,v2,...`` into an :class:`Axis`.
+
+    Values are read as TOML (numbers, booleans, lists), else kept as plain strings; commas
+    inside brackets or quotes do not split.
+
+    Raises:
+        InvalidGridError: no ``=``, an empty or repeated value, or the key ``seed``.
+
+    Examples:
+        >>> parse_grid("training.lr=0.5,1.0")
+        Axis(name='training.lr', values=(0.5, 1.0), labels=('0.5', '1.0'))
+        >>> parse_grid("network.sizes=[4,3,1],[4,5,1]").values
+        ([4, 3, 1], [4, 5, 1])
+    """
     if "=" not in item:
         raise InvalidGridError(f"--grid expects section.field=v1,v2,..., got {item!r}")
     key, raw = item.split("=", 1)
@@ -201,7 +220,16 @@ def parse_grid(item: str) -> Axis:
 
 
 def parse_seeds(n: int | None, seed_list: str | None) -> tuple[int, ...]:
-    """Seeds ``0..n-1`` or an explicit comma-separated list (distinct integers)."""
+    """The seeds of a sweep: ``0..n-1``, or the explicit comma-separated ``seed_list`` when
+    given (distinct integers).
+
+    Raises:
+        InvalidGridError: a non-integer, repeated or missing seed, or ``n < 1``.
+
+    Examples:
+        >>> parse_seeds(3, None), parse_seeds(None, "4,7")
+        ((0, 1, 2), (4, 7))
+    """
     if seed_list is not None:
         try:
             seeds = tuple(int(s) for s in seed_list.split(",") if s.strip())
@@ -222,7 +250,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
 def point_name(point: Sequence[tuple[str, str]]) -> str:
-    """Folder name of a grid point: ``key=value__key=value`` (``base`` without axes)."""
+    """Folder name of a grid ``point`` (``(key, label)`` pairs): ``key=value__key=value``,
+    characters unsafe in file names replaced by ``_`` (``base`` without axes).
+
+    Examples:
+        >>> point_name([("training.lr", "0.5"), ("method.name", "dfc")])
+        'training.lr=0.5__method.name=dfc'
+    """
     if not point:
         return "base"
     return "__".join(_UNSAFE.sub("_", f"{k}={v}") for k, v in point)
@@ -235,9 +269,18 @@ def make_plan(
     build: Callable[[Mapping[str, Any], Mapping[str, str], int], ExperimentConfig],
     description: str = "",
 ) -> SweepPlan:
-    """Plan every (grid point x seed); ``build(values, labels, seed)`` returns the task's
-    config from the point's ``{axis: value}`` and ``{axis: label}`` (a :class:`ConfigError`
-    marks that task as failed, the others still run)."""
+    """Plan every (grid point x seed).
+
+    Args:
+        out: the sweep folder ``SWEEP_DIR``.
+        axes: the sweep dimensions (distinct names).
+        seeds: the seeds of every grid point.
+        build: ``build(values, labels, seed)`` returns the task's config from the point's
+            ``{axis: value}`` and ``{axis: label}``; a
+            :class:`~neurodfc.config.ConfigError` marks that task as failed (the others
+            still run).
+        description: a title for the manifest and the table.
+    """
     out = Path(out)
     names = [a.name for a in axes]
     if len(set(names)) != len(names):
@@ -281,8 +324,15 @@ def plan_grid_sweep(
     grid: Sequence[Axis] = (),
     overrides: Sequence[str] = (),
 ) -> SweepPlan:
-    """The plan of ``neurodfc sweep``: ``config`` with ``overrides``, one axis per ``--grid``
-    (its values set as overrides), the seed set through the config's ``seed`` field."""
+    """The plan of ``neurodfc sweep``.
+
+    Args:
+        config: path of the TOML config.
+        out: the sweep folder ``SWEEP_DIR``.
+        seeds: the seeds (set through the config's ``seed`` field).
+        grid: one :class:`Axis` per ``--grid`` (its values set as overrides).
+        overrides: ``section.field=value`` overrides shared by every task.
+    """
     from neurodfc.config import load_toml
 
     load_toml(config)  # a missing or malformed file is a usage error before anything runs
@@ -438,8 +488,15 @@ def dask_client(
     *,
     allowed_failures: int = 3,
 ) -> Iterator[Client]:
-    """A client of ``scheduler``, or of a ``LocalCluster`` started here (``workers``
-    single-threaded worker processes, default: one per core) and closed on exit."""
+    """A client of ``scheduler``, or of a ``LocalCluster`` started here and closed on exit.
+
+    Args:
+        scheduler: address of a running scheduler (``tcp://host:8786``); None starts a
+            ``LocalCluster``.
+        workers: single-threaded worker processes of the local cluster (default: one per
+            core, :func:`default_workers`).
+        allowed_failures: how often the local scheduler re-runs a task whose worker died.
+    """
     require_distributed()
     import dask
     from distributed import Client, LocalCluster
@@ -514,9 +571,15 @@ def run_sweep(
     ``LocalCluster`` with ``workers`` processes is started and closed at the end. Finished
     runs are skipped without a task. ``retries`` is passed to ``client.submit`` (it covers
     exceptions that escape ``task_fn``: out of memory) and sets how often a task whose worker
-    died is re-run. ``on_outcome`` is called with every result as it arrives. On Ctrl-C the
-    remaining tasks are cancelled and :class:`KeyboardInterrupt` propagates; finished runs
-    stay on disk and the same call continues the sweep.
+    died is re-run. ``task_fn`` runs one task in a worker (default :func:`run_task`).
+    ``on_outcome`` is called with every result as it arrives; ``log`` receives the progress
+    lines (one per finished task unless ``quiet``). On Ctrl-C the remaining tasks are
+    cancelled and :class:`KeyboardInterrupt` propagates; finished runs stay on disk and the
+    same call continues the sweep.
+
+    Returns:
+        The :class:`SweepReport`: every task's outcome and the paths of ``sweep.nc``,
+        ``table.md`` and ``table.csv``.
     """
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
@@ -656,6 +719,10 @@ def _load_metrics(run_dir: Path) -> xr.Dataset | None:
 def merge_sweep(plan: SweepPlan, outcomes: Mapping[str, TaskOutcome] | None = None) -> xr.Dataset:
     """All runs' ``metrics.nc`` as one Dataset with dims ``(*axes, seed, epoch)``.
 
+    Args:
+        plan: the sweep plan (axes, seeds, run folders).
+        outcomes: the task outcomes by task name (failed tasks get status ``failed``).
+
     Per-epoch variables (those with dim ``epoch`` only) are NaN-padded; per-run variables:
     the :data:`SUMMARY_VARS` (NaN unless the run finished all its epochs and did not fail),
     ``epochs_done``, ``status`` and ``run`` (the run folder). ``status``: ``done`` (all
@@ -747,8 +814,9 @@ def _mean_std(values: np.ndarray) -> tuple[float, float, int]:
 
 
 def summary_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
-    """One row per grid point: the axis values, ``n`` (finished seeds), ``n_failed`` and
-    ``<stat>_mean`` / ``<stat>_std`` (sample std, ddof = 1) of :data:`TABLE_STATS`."""
+    """One row per grid point of the merged sweep ``ds`` (:func:`merge_sweep`): the axis
+    values, ``n`` (finished seeds), ``n_failed`` and ``<stat>_mean`` / ``<stat>_std`` (sample
+    std, ddof = 1) of :data:`TABLE_STATS`."""
     axes: list[str] = json.loads(ds.attrs.get("axes", "[]"))
     shape = tuple(ds.sizes[a] for a in axes)
     rows = []
@@ -771,7 +839,13 @@ def _py(v: Any) -> Any:
 
 
 def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
-    """``mean +- std`` (``mean`` alone when std is NaN, ``n/a`` when mean is)."""
+    """``mean +- std`` with ``digits`` significant digits (``mean`` alone when std is NaN,
+    ``n/a`` when mean is).
+
+    Examples:
+        >>> format_mean_std(1.23456, 0.01234), format_mean_std(1.0, float("nan"))
+        ('1.235 +- 0.012', '1')
+    """
     if math.isnan(mean):
         return "n/a"
     if math.isnan(std):
@@ -780,7 +854,8 @@ def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
 
 
 def table_markdown(rows: Sequence[Mapping[str, Any]], ds: xr.Dataset, title: str = "") -> str:
-    """The rows of :func:`summary_rows` as a markdown table (columns without data dropped)."""
+    """The ``rows`` of :func:`summary_rows` as a markdown table under the heading ``title``
+    (columns without data dropped; the axes are read from the merged sweep ``ds``)."""
     axes: list[str] = json.loads(ds.attrs.get("axes", "[]"))
     stats = [(v, t) for v, t in TABLE_STATS if any(not math.isnan(r[f"{v}_mean"]) for r in rows)]
     head = [*axes, "n", *(t for _, t in stats)]

@@ -15,9 +15,25 @@ DEGREE = "degree"
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle in degrees between two tensors of the same number of elements, both flattened:
-    ``degrees(arccos(<a, b> / (|a| |b|)))`` in [0, 180]; NaN if either is zero (a 0-dim
-    tensor). The cosine is clamped to [-1, 1] against rounding."""
+    """Angle in degrees between two tensors of the same number of elements, both flattened.
+
+    ``degrees(arccos(<a, b> / (|a| |b|)))`` in [0, 180]; the cosine is clamped to [-1, 1]
+    against rounding.
+
+    Args:
+        a: any shape.
+        b: any shape with ``b.numel() == a.numel()``.
+
+    Returns:
+        A 0-dim tensor (degrees); NaN if ``a`` or ``b`` is zero.
+
+    Examples:
+        >>> import torch
+        >>> angle(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]))
+        tensor(45.)
+        >>> angle(torch.eye(2), -torch.eye(2))
+        tensor(180.)
+    """
     a, b = a.reshape(-1), b.reshape(-1)
     if a.numel() != b.numel():
         raise ValueError(f"angle needs tensors of equal size, got {a.numel()} and {b.numel()}")
@@ -25,8 +41,22 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def batched_angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-row angle in degrees between ``a`` [B, ...] and ``b`` [B, ...] (each row flattened)
-    -> [B]; NaN where a row has zero norm."""
+    """Per-row angle in degrees, as :func:`angle` for each row (each row flattened).
+
+    Args:
+        a: [B, ...].
+        b: [B, ...], the same number of elements per row as ``a``.
+
+    Returns:
+        [B] angles in [0, 180] degrees; NaN where a row of ``a`` or ``b`` has zero norm.
+
+    Examples:
+        >>> import torch
+        >>> a = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+        >>> b = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+        >>> batched_angle(a, b)
+        tensor([90., nan])
+    """
     a = a.reshape(a.shape[0], -1)
     b = b.reshape(b.shape[0], -1)
     na = torch.linalg.vector_norm(a, dim=1)
@@ -44,13 +74,15 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def var(
     dims: tuple[str, ...], data: Any, long_name: str, units: str = "1", **attrs: Any
 ) -> xr.Variable:
-    """An ``xr.Variable`` with ``long_name`` and ``units`` attributes."""
+    """An ``xr.Variable`` over ``dims`` holding ``data`` (a tensor or array-like) with
+    ``long_name``, ``units`` and any further ``attrs``."""
     arr = to_numpy(data) if isinstance(data, torch.Tensor) else np.asarray(data)
     return xr.Variable(dims, arr, {"long_name": long_name, "units": units, **attrs})
 
 
 def finish(ds: xr.Dataset, system: DFCSystem, created_by: str, **attrs: Any) -> xr.Dataset:
-    """Attach the run's config (JSON), the creating function and scalar attributes."""
+    """Attach the config of ``system`` (JSON), the creating function ``created_by`` and the
+    scalar ``attrs`` (booleans stored as 0/1) to ``ds``; returns ``ds``."""
     ds.attrs["config"] = system.cfg.model_dump_json()
     ds.attrs["created_by"] = created_by
     for k, v in attrs.items():
@@ -59,7 +91,7 @@ def finish(ds: xr.Dataset, system: DFCSystem, created_by: str, **attrs: Any) -> 
 
 
 def layer_coord(depth: int) -> np.ndarray:
-    """Layer numbers 1..L (the paper's indexing)."""
+    """Layer numbers 1..L for ``depth`` = L layers (the paper's indexing)."""
     return np.arange(1, depth + 1)
 
 

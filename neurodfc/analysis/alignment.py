@@ -33,6 +33,7 @@ from neurodfc.methods.rules import steady_state_gradients
 from neurodfc.system import DFCSystem, jacobian
 
 REFERENCES = ("bp", "gn", "mn", "ssa")
+"""The reference updates :func:`alignment` compares against (see the module docstring)."""
 
 
 def _as_update(grad_W: list[torch.Tensor], grad_b: list[torch.Tensor], like: Update) -> Update:
@@ -42,10 +43,15 @@ def _as_update(grad_W: list[torch.Tensor], grad_b: list[torch.Tensor], like: Upd
 def reference_update(
     system: DFCSystem, x: torch.Tensor, y: torch.Tensor, name: str, gamma: float
 ) -> Update:
-    """The reference update ``name`` (``bp``, ``gn``, ``mn`` or ``ssa``) of the minibatch
-    ``x`` [B, n_0], ``y`` in the gradient sign convention (see the module docstring).
+    """A reference update of one minibatch in the gradient sign convention.
 
-    ``gamma`` (>= 0) damps ``gn`` and ``mn``; ``gamma = 0`` needs a full-row-rank ``J``."""
+    Args:
+        system: the DFC system; never modified.
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L].
+        name: ``bp``, ``gn``, ``mn`` or ``ssa`` (see the module docstring).
+        gamma: damping >= 0 of ``gn`` and ``mn``; ``gamma = 0`` needs a full-row-rank ``J``.
+    """
     if name == "bp":
         return BP().update(system, x, y)
     if name == "ssa":
@@ -82,7 +88,8 @@ def alignment(
 
     Args:
         system: the DFC system (weights, feedback, controller, loss); never modified.
-        x: inputs [B, n_0]; y: labels [B] or regression targets [B, n_L].
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L].
         method: a method name (``dfc``, ``dfc_ss``, ``dfc_ssa``, ``mn``, ``gn``, ``dfa``,
             ``bp``), a :class:`~neurodfc.methods.Method`, or a precomputed
             :class:`~neurodfc.methods.Update` of this batch; default ``system.cfg.method``.
@@ -95,6 +102,24 @@ def alignment(
         ``angle_W`` (reference, layer): angle of the weight update of layer i,
         ``angle_b`` (reference, layer): of the bias update (NaN without biases),
         ``angle_network`` (reference): of all weights and biases concatenated.
+
+    Examples:
+        DFC-SSA's update is its own ``ssa`` reference (angle 0) and a descent direction (less
+        than 90 degrees from BP) on this batch:
+
+        >>> import torch
+        >>> from neurodfc.config import config_from_dict
+        >>> from neurodfc.system import DFCSystem
+        >>> system = DFCSystem.from_config(config_from_dict({"network": {"sizes": [4, 3, 2]}}))
+        >>> x = torch.linspace(-1, 1, 20, dtype=torch.float64).reshape(5, 4)
+        >>> y = torch.zeros(5, 2, dtype=torch.float64)  # MSE targets [B, n_L]
+        >>> ds = alignment(system, x, y, "dfc_ssa", against=["bp", "ssa"])
+        >>> dict(ds.sizes)
+        {'reference': 2, 'layer': 2}
+        >>> round(float(ds.angle_network.sel(reference="ssa")), 3)
+        0.0
+        >>> bool(ds.angle_network.sel(reference="bp") < 90)
+        True
     """
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")

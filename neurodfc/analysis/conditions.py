@@ -29,9 +29,22 @@ from neurodfc.system import DFCSystem, condition2, jacobian, lemma1
 
 
 def condition1(r: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Condition-1 measures per sample from the presynaptic rates ``r = [r_0, ..., r_{L-1}]``
-    (each [B, n_k]): ``(paper, reference)`` = ``(std/mean, sqrt(var/mean))`` of the norms
-    ``|r_k|``, both [B] (see the module docstring)."""
+    """Condition-1 measures per sample (see the module docstring).
+
+    Args:
+        r: the presynaptic rates ``[r_0, ..., r_{L-1}]``, each [B, n_k] (``r_0`` the input).
+
+    Returns:
+        ``(paper, reference)`` = ``(std/mean, sqrt(var/mean))`` of the norms ``|r_k|`` over
+        the layers, both [B]; 0 iff Condition 1 holds.
+
+    Examples:
+        >>> import torch
+        >>> r0 = torch.tensor([[3.0, 4.0], [1.0, 0.0]])  # norms 5 and 1
+        >>> r1 = torch.tensor([[5.0, 0.0], [3.0, 0.0]])  # norms 5 and 3
+        >>> condition1([r0, r1])
+        (tensor([0.0000, 0.5000]), tensor([0.0000, 0.7071]))
+    """
     norms = torch.stack([torch.linalg.vector_norm(t, dim=1) for t in r], dim=1)  # [B, L]
     mean = norms.mean(1)
     var_ = ((norms - mean.unsqueeze(1)) ** 2).mean(1)
@@ -39,8 +52,16 @@ def condition1(r: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def damped_pinv(J: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``J^T (J J^T + gamma I)^-1`` [B, N, n_L] for ``J`` [B, n_L, N]; ``gamma = 0`` gives the
-    Moore-Penrose pseudo-inverse ``J^+`` (computed by SVD, as the reference code)."""
+    """The damped pseudo-inverse ``J^T (J J^T + gamma I)^-1``.
+
+    Args:
+        J: output Jacobians [B, n_L, N].
+        gamma: damping >= 0; ``gamma = 0`` gives the Moore-Penrose pseudo-inverse ``J^+``
+            (computed by SVD, as the reference code).
+
+    Returns:
+        [B, N, n_L].
+    """
     if gamma == 0:
         return torch.linalg.pinv(J)
     eye = torch.eye(J.shape[1], dtype=J.dtype, device=J.device)
@@ -49,7 +70,21 @@ def damped_pinv(J: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def condition3_margin(J: torch.Tensor, Q: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``min Re eig(J Q) + alpha`` per sample [B]; > 0 iff Condition 3 holds."""
+    """The Condition-3 margin ``min Re eig(J Q) + alpha`` per sample.
+
+    Args:
+        J: output Jacobians [B, n_L, N].
+        Q: feedback weights ``Q = [Q_1; ...; Q_L]`` [N, n_L].
+        alpha: the controller's effective leak ``alpha_eff``.
+
+    Returns:
+        [B]; > 0 iff Condition 3 holds.
+
+    Examples:
+        >>> import torch
+        >>> condition3_margin(torch.eye(2)[None], -0.5 * torch.eye(2), 1.0)
+        tensor([0.5000])
+    """
     return torch.linalg.eigvals(J @ Q).real.min(dim=-1).values + alpha
 
 
@@ -64,8 +99,9 @@ def conditions(
 
     Args:
         system: the DFC system; never modified.
-        x: inputs [B, n_0]; y: labels [B] or regression targets [B, n_L] (for the target
-            ``r_L*`` of the Lemma-1 steady state used by Condition 3).
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L] (for the target ``r_L*`` of the
+            Lemma-1 steady state used by Condition 3).
         gammas: dampings (>= 0) of ``angle(Q, J^T (J J^T + gamma I)^-1)``.
 
     Returns:

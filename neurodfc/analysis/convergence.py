@@ -33,9 +33,23 @@ from neurodfc.system import DFCSystem, lemma1
 
 
 def tail_decay_rate(t: torch.Tensor, e_norm: torch.Tensor, tail: float) -> torch.Tensor:
-    """``-slope`` of ``log e_norm`` against ``t`` by least squares over the last ``tail``
-    fraction (at least 2) of the time points; ``t`` [T], ``e_norm`` [T, B] -> [B]. NaN where a
-    used point is zero or non-finite."""
+    """Decay rate ``-slope`` of ``log e_norm`` against ``t``, by least squares.
+
+    Args:
+        t: time points [T] (units of tau_u).
+        e_norm: control-error norms ``|e(t)|`` [T, B].
+        tail: fraction (0, 1] of the last time points used (at least 2 points).
+
+    Returns:
+        [B] rates in 1/tau_u (> 0: decaying); NaN where a used point is zero or non-finite.
+
+    Examples:
+        >>> import torch
+        >>> t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+        >>> rate = tail_decay_rate(t, torch.exp(-3.0 * t)[:, None], 1.0)
+        >>> round(float(rate[0]), 9)
+        3.0
+    """
     T = t.shape[0]
     n = max(2, int(np.ceil(tail * T)))
     tt = t[T - n :].to(e_norm.dtype).to(e_norm.device)
@@ -60,7 +74,8 @@ def convergence(
 
     Args:
         system: the DFC system (controller and convergence thresholds from its config).
-        x: inputs [B, n_0]; y: labels or targets (for ``r_L*``).
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L] (for the output target ``r_L*``).
         sim: simulation settings (default: the config's; ``record_every`` sets the time
             resolution of ``settling_time`` and of the decay fit).
         tail: fraction (0, 1] of the recorded points used for the decay-rate fit.

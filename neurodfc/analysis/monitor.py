@@ -34,7 +34,7 @@ DROP_DIMS = ("time", "eig")
 
 
 def summarize(ds: xr.Dataset) -> xr.Dataset:
-    """Batch statistics of a per-sample analysis Dataset.
+    """Batch statistics of a per-sample analysis Dataset ``ds``.
 
     A variable with dim ``sample`` becomes its NaN-skipping batch mean (same name) and batch
     std (``<name>_std``, population std); ``status`` becomes ``status_count`` (dim
@@ -94,7 +94,15 @@ class AnalysisLogger:
     def measure(
         self, system: DFCSystem, x: torch.Tensor, y: torch.Tensor, update: Update | None
     ) -> xr.Dataset:
-        """Batch statistics of the configured metric groups for one minibatch (no ``step``)."""
+        """Batch statistics of the configured metric groups for one minibatch (no ``step``).
+
+        Args:
+            system: the DFC system being trained; never modified.
+            x: inputs [B, n_0].
+            y: labels [B] or regression targets [B, n_L].
+            update: the method's update of this minibatch for the alignment group (None:
+                recompute it with the logger's method).
+        """
         cfg = self.cfg
         n = x.shape[0] if cfg.max_samples is None else min(cfg.max_samples, x.shape[0])
         xs, ys = x[:n], y[:n]
@@ -135,8 +143,19 @@ class AnalysisLogger:
         batch: int,
         batches_per_epoch: int,
     ) -> None:
-        """Measure and store one record. The alignment uses the gradients stored in the
-        parameters' ``.grad`` (the clipped update) when present, else ``update``."""
+        """Measure and store one record.
+
+        Args:
+            system: the DFC system being trained; never modified.
+            x: inputs [B, n_0].
+            y: labels [B] or regression targets [B, n_L].
+            update: the method's update of this minibatch; the alignment uses the gradients
+                stored in the parameters' ``.grad`` (the clipped update) when present, else
+                ``update``.
+            epoch: training epoch (1-based).
+            batch: minibatch index within the epoch (0-based).
+            batches_per_epoch: minibatches per epoch (for the global index ``step``).
+        """
         net = system.network
         if update is not None and all(w.grad is not None for w in net.W):
             gb = (
@@ -176,10 +195,16 @@ class AnalysisLogger:
         return list(self.records)
 
     def load(self, records: list[xr.Dataset] | None) -> None:
-        """Restore :meth:`state`."""
+        """Restore the ``records`` returned by :meth:`state` (None: no records)."""
         self.records = list(records or [])
 
 
 def batches_per_epoch(n_samples: int, batch_size: int) -> int:
-    """Number of minibatches of an epoch (the last one may be smaller)."""
+    """Number of minibatches of ``batch_size`` in an epoch of ``n_samples`` (the last one may
+    be smaller).
+
+    Examples:
+        >>> batches_per_epoch(1000, 128)
+        8
+    """
     return math.ceil(n_samples / batch_size)

@@ -21,6 +21,7 @@ from neurodfc.solve import STATUS_NAMES, Status, simulate
 from neurodfc.system import DFCSystem, closed_loop_matrices, lemma1
 
 MATRICES = ("A_I", "A_tilde_I", "A_I_inst", "A_PI")
+"""The linearised closed-loop matrices of :func:`stability` (coordinate ``matrix``)."""
 State = Literal["simulated", "analytic", "feedforward"]
 
 
@@ -41,7 +42,20 @@ def state_voltages(
     sim: SimulationConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Voltages ``v_i`` [B, n_i] at the requested state and, for ``simulated``, the status."""
+    """Voltages ``v_i`` [B, n_i] at the requested state and, for ``simulated``, the status.
+
+    Args:
+        system: the DFC system; never modified.
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L] (for the output target ``r_L*``).
+        at: ``simulated``, ``analytic`` or ``feedforward`` (as in :func:`stability`).
+        sim: simulation settings for ``simulated`` (default: the config's).
+        generator: noise generator of the simulation (only used with apical noise).
+
+    Returns:
+        ``(v, status)``: per-layer voltages and the per-sample status [B] (None unless
+        ``at == "simulated"``).
+    """
     net = system.network
     with torch.no_grad():
         if at == "feedforward":
@@ -82,7 +96,8 @@ def stability(
 
     Args:
         system: the DFC system (controller ``alpha``, ``k_p``, ``tau_ratio`` from its config).
-        x: inputs [B, n_0]; y: labels or targets (for ``r_L*``).
+        x: inputs [B, n_0].
+        y: labels [B] or regression targets [B, n_L] (for the output target ``r_L*``).
         at: ``simulated`` (final state of :func:`neurodfc.solve.simulate`, the reference's
             "bcn" eigenvalues), ``analytic`` (Lemma-1 steady state) or ``feedforward``.
         full_spectrum: keep every eigenvalue; default: when ``N + n_L <= max_full_size``.

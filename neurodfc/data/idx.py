@@ -38,7 +38,7 @@ _STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def is_gzip(path: PathLike) -> bool:
-    """Return True if the file starts with the gzip magic bytes ``1f 8b``."""
+    """Return True if the file at ``path`` starts with the gzip magic bytes ``1f 8b``."""
     with open(path, "rb") as fh:
         return fh.read(2) == _GZIP_MAGIC
 
@@ -104,7 +104,9 @@ def read_idx(path: PathLike) -> np.ndarray:
 
 
 def sha256_of_decompressed(path: PathLike) -> str:
-    """Return the SHA-256 hex digest of the file's decompressed content (streamed, 1 MiB chunks).
+    """Return the SHA-256 hex digest of the decompressed content of the file at ``path``.
+
+    The file is streamed in 1 MiB chunks.
 
     For an uncompressed file this is the digest of the file itself, so a ``.gz`` file and its
     decompressed copy have the same digest.

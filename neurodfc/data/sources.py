@@ -34,13 +34,13 @@ __all__ = [
     "verify_files",
 ]
 
-#: The four files of an MNIST-style data set (uncompressed names; ``.gz`` is also accepted).
 FILES: tuple[str, ...] = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+"""The four files of an MNIST-style data set (uncompressed names; ``.gz`` is also accepted)."""
 _CHUNK = 1 << 20
 
 
@@ -101,6 +101,7 @@ SOURCES: dict[str, DatasetSource] = {
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
 }
+"""The known image data sets by canonical name: checksums, mirrors and folders searched."""
 
 
 def canonical_name(name: str) -> str:
@@ -166,6 +167,10 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 
 def verify_files(name: str, files: Mapping[str, Path]) -> None:
     """Check each file's decompressed SHA-256 against the built-in value for ``name``.
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"`` (aliases as in :func:`canonical_name`).
+        files: file stem (see :data:`FILES`) -> path, as returned by :func:`find_files`.
 
     Each file is hashed at most once per ``(resolved path, mtime, size)`` and process.
 

@@ -43,6 +43,11 @@ def random_inputs(
         seed: seed of the ``torch.Generator`` (same seed, same samples on every device).
         dtype: dtype of the result (sampled in float64, then cast).
         device: device of the result.
+
+    Examples:
+        >>> x = random_inputs(4, 3, seed=1)
+        >>> tuple(x.shape), x.dtype, bool(x.abs().max() <= 1)
+        ((4, 3), torch.float64, True)
     """
     _check("n", n, 0)
     _check("n_in", n_in, 1)
@@ -72,7 +77,9 @@ def teacher_student(
     Args:
         n_in: input dimension.
         n_out: output (target) dimension.
-        n_train, n_val, n_test: samples per split (``n_val`` and ``n_test`` may be 0).
+        n_train: training samples (>= 1).
+        n_val: validation samples (may be 0).
+        n_test: test samples (may be 0).
         hidden: widths of the teacher's ReLU hidden layers (may be empty: linear teacher).
         gain: Xavier gain of the teacher weights (> 0).
         seed: seed of the generator.
@@ -82,6 +89,16 @@ def teacher_student(
     Returns:
         :class:`DataSplits` with task ``"regression"``; x ``[N, n_in]`` in ``[-1, 1]``, y
         ``[N, n_out]``. With the defaults the targets have a standard deviation of about 5.
+
+    Examples:
+        >>> splits = teacher_student(n_in=3, n_out=2, n_train=8, n_val=0, n_test=4, hidden=(5,))
+        >>> splits.task, tuple(splits.train.x.shape), tuple(splits.test.y.shape), len(splits.val)
+        ('regression', (8, 3), (4, 2), 0)
+        >>> bool(splits.train.x.abs().max() <= 1)
+        True
+        >>> again = teacher_student(n_in=3, n_out=2, n_train=8, n_val=0, n_test=4, hidden=(5,))
+        >>> bool((again.train.y == splits.train.y).all())  # same seed, same data
+        True
     """
     _check("n_in", n_in, 1)
     _check("n_out", n_out, 1)

@@ -12,11 +12,26 @@ from neurodfc.strong.methods import StrongDFC, StrongDFCSingle
 METHODS: dict[str, type[Method]] = {
     m.name: m for m in (BP, DFA, DFC, DFCSS, DFCSSA, MN, GN, StrongDFC, StrongDFCSingle)
 }
+"""Every method class by its name (the config's ``method.name``)."""
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name`` (bp, dfa, dfc, dfc_ss, dfc_ssa, mn, gn, strong_dfc,
-    strong_dfc_single)."""
+    """A new instance of the method called ``name``.
+
+    Args:
+        name: one of ``bp``, ``dfa``, ``dfc``, ``dfc_ss``, ``dfc_ssa``, ``mn``, ``gn``,
+            ``strong_dfc``, ``strong_dfc_single`` (the config's ``method.name``).
+
+    Raises:
+        ValueError: for any other name.
+
+    Examples:
+        >>> m = get_method("dfc_ssa")
+        >>> m.name, m.simulates
+        ('dfc_ssa', False)
+        >>> get_method("dfc").simulates
+        True
+    """
     try:
         return METHODS[name]()
     except KeyError:

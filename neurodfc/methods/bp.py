@@ -22,6 +22,8 @@ class BP(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """Autograd gradients of ``system``'s batch loss on ``x`` [B, n_0], ``y``
+        (``generator`` is unused); see :meth:`Method.update`."""
         net, lc = system.network, system.cfg.loss
         params = [*net.W, *(net.b if net.has_bias else [])]
         with torch.enable_grad():

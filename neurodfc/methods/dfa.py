@@ -27,6 +27,8 @@ class DFA(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """DFA gradients of ``system``'s weights for ``x`` [B, n_0], ``y`` (no simulation,
+        ``generator`` is unused); see :meth:`Method.update`."""
         net, lc = system.network, system.cfg.loss
         with torch.no_grad():
             v, r = net.feedforward(x)

@@ -25,8 +25,20 @@ def _cost_info(sol: Solution) -> dict[str, float]:
 
 
 def excluded_samples(status: torch.Tensor, include_non_converged: bool) -> torch.Tensor:
-    """Boolean mask [B] of samples left out of the update: every non-converged sample
-    (reference default), or only the non-finite ones when ``include_non_converged``."""
+    """Boolean mask [B] of the samples left out of the update.
+
+    Args:
+        status: per-sample :class:`~neurodfc.solve.Status` codes [B] of the simulation.
+        include_non_converged: ``method.include_non_converged``; False (reference default):
+            every sample that did not converge is left out; True: only the non-finite ones.
+
+    Examples:
+        >>> import torch
+        >>> from neurodfc.solve import Status
+        >>> status = torch.tensor([int(Status.CONVERGED), int(Status.MAX_STEPS)])
+        >>> excluded_samples(status, False), excluded_samples(status, True)
+        (tensor([False,  True]), tensor([False, False]))
+    """
     if include_non_converged:
         return status == int(Status.NONFINITE)
     return status != int(Status.CONVERGED)
@@ -47,6 +59,9 @@ class DFCSS(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """DFC-SS gradients of ``system``'s weights for ``x`` [B, n_0], ``y``: one simulation
+        (its noise drawn from ``generator``), the rule at its last step; see
+        :meth:`Method.update`."""
         net, cfg = system.network, system.cfg
         lc = cfg.loss
         with torch.no_grad():
@@ -98,6 +113,8 @@ class DFC(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """DFC gradients of ``system``'s weights for ``x`` [B, n_0], ``y``: the rule averaged
+        over one simulation (its noise drawn from ``generator``); see :meth:`Method.update`."""
         net, cfg = system.network, system.cfg
         lc, rule = cfg.loss, cfg.method.rule
         B = x.shape[0]

@@ -24,6 +24,8 @@ class DFCSSA(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """DFC-SSA gradients of ``system``'s weights for ``x`` [B, n_0], ``y`` at the Lemma-1
+        steady state (no simulation, ``generator`` is unused); see :meth:`Method.update`."""
         net, lc = system.network, system.cfg.loss
         with torch.no_grad():
             out = net(x)

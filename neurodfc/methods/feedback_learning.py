@@ -24,7 +24,12 @@ from neurodfc.system import DFCSystem
 
 
 def sleep_simulation_config(fl: FeedbackLearningConfig) -> SimulationConfig:
-    """The reference-Euler settings of the sleep phase (never proactive, as in the code)."""
+    """The reference-Euler settings of the sleep phase (never proactive, as in the code).
+
+    Args:
+        fl: the ``[feedback_learning]`` config section (``dt``, ``steps``,
+            ``inst_transmission``).
+    """
     return SimulationConfig(
         solver="euler_reference",
         dt=fl.dt,
@@ -42,7 +47,17 @@ def feedback_gradients(
     generator: torch.Generator | None = None,
     fl: FeedbackLearningConfig | None = None,
 ) -> list[torch.Tensor]:
-    """``grad Q_i`` [n_i, n_L] for every layer from one noisy sleep-phase simulation on ``x``."""
+    """``grad Q_i`` [n_i, n_L] for every layer from one noisy sleep-phase simulation.
+
+    Args:
+        system: the DFC system (its network and current ``Q``); never modified.
+        x: inputs [B, n_0]; the controller's target is the feedforward output ``r_L^-``.
+        generator: random generator of the apical noise.
+        fl: sleep-phase settings (default: ``system.cfg.feedback_learning``).
+
+    Returns:
+        ``grad Q_i`` per layer (the module docstring's formula; ``Q <- Q - lr grad``).
+    """
     fl = fl or system.cfg.feedback_learning
     net = system.network
     sigma_out = fl.sigma if fl.sigma_output is None else fl.sigma_output

@@ -12,7 +12,23 @@ from neurodfc.system import DFCSystem, jacobian
 
 
 def min_norm_dv(J: torch.Tensor, delta: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``J^T (J J^T + gamma I)^-1 delta`` [B, N] for ``J`` [B, n_L, N], ``delta`` [B, n_L]."""
+    """The damped minimum-norm voltage change ``J^T (J J^T + gamma I)^-1 delta``.
+
+    Args:
+        J: output Jacobians ``d r_L / d v`` [B, n_L, N] (:func:`neurodfc.system.jacobian`).
+        delta: output errors ``delta_L = r_L* - r_L^-`` [B, n_L].
+        gamma: damping >= 0 (``gamma = 0`` needs ``J`` of full row rank).
+
+    Returns:
+        ``dv`` [B, N], all layers concatenated (split with
+        :meth:`~neurodfc.network.DFCNetwork.split_units`).
+
+    Examples:
+        >>> import torch
+        >>> J = torch.tensor([[[1.0, 1.0]]])  # one sample, n_L = 1, N = 2
+        >>> min_norm_dv(J, torch.tensor([[2.0]]), 0.0)
+        tensor([[1., 1.]])
+    """
     eye = torch.eye(J.shape[1], dtype=J.dtype, device=J.device)
     w = torch.linalg.solve(J @ J.transpose(1, 2) + gamma * eye, delta.unsqueeze(-1))
     return (J.transpose(1, 2) @ w).squeeze(-1)
@@ -32,6 +48,8 @@ class MN(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """MN gradients of ``system``'s weights for ``x`` [B, n_0], ``y`` (no simulation,
+        ``generator`` is unused); see :meth:`Method.update`."""
         net, lc, mc = system.network, system.cfg.loss, system.cfg.method
         with torch.no_grad():
             v, r = net.feedforward(x)
@@ -47,6 +65,16 @@ def gauss_newton_step(
     system: DFCSystem, x: torch.Tensor, delta: torch.Tensor, gamma: float
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``mean_b J_theta^T (J_theta J_theta^T + gamma I)^-1 delta_b`` split into ``(dW, db)``.
+
+    Args:
+        system: the DFC system (its feedforward state at ``x``); never modified.
+        x: inputs [B, n_0].
+        delta: output errors ``delta_L = r_L* - r_L^-`` [B, n_L].
+        gamma: damping >= 0.
+
+    Returns:
+        ``(dW, db)``: per layer [n_i, n_{i-1}] and [n_i] (zeros without biases), in the
+        descent direction (the optimiser's gradient is ``-dW``).
 
     ``J_theta`` is the per-sample Jacobian of ``r_L`` w.r.t. all weights and biases; it is never
     formed: ``J_theta J_theta^T = sum_i J_i J_i^T (|r_{i-1}|^2 + 1_bias)`` and
@@ -87,6 +115,8 @@ class GN(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> Update:
+        """GN gradients of ``system``'s weights for ``x`` [B, n_0], ``y`` (no simulation,
+        ``generator`` is unused); see :meth:`Method.update`."""
         net, lc = system.network, system.cfg.loss
         with torch.no_grad():
             out = net(x)

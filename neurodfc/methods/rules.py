@@ -26,7 +26,17 @@ def teaching_signal(
     rule: str,
     v_ff: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The rule's signal ``d_i`` [B, n_i] of layer ``i`` (0-based)."""
+    """The rule's teaching signal ``d_i`` [B, n_i] of layer ``i`` (see the module docstring).
+
+    Args:
+        net: the network (its activation ``phi_i`` and derivative ``phi_i'``).
+        i: layer index, 0-based (the paper's layer ``i + 1``).
+        v_basal: basal voltage ``v_i^ff = W_i r_{i-1} + b_i`` [B, n_i].
+        dv: voltage change ``dv_i`` [B, n_i] on top of ``v_basal``.
+        rule: ``nonlinear_difference``, ``voltage_difference`` or ``derivative_matrix``
+            (``method.rule``).
+        v_ff: feedforward voltage ``v_i^-`` [B, n_i]; needed by ``derivative_matrix`` only.
+    """
     if rule == "nonlinear_difference":
         return net.act(i, v_basal + dv) - net.act(i, v_basal)
     if rule == "voltage_difference":
@@ -45,8 +55,20 @@ def steady_state_gradients(
     rule: str,
     v_ff: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """``(grad_W, grad_b)`` of the rule at one state; ``r_prev[i]`` is the presynaptic rate of
-    layer i (``r_prev[0]`` the input). A sample with ``dv = 0`` contributes nothing."""
+    """``(grad_W, grad_b)`` of the rule at one state (see the module docstring).
+
+    Args:
+        net: the network (weights, biases, activations); never modified.
+        dv: per-layer voltage changes ``dv_i`` [B, n_i]; a sample with ``dv = 0`` contributes
+            nothing.
+        r_prev: per-layer presynaptic rates ``r_{i-1}`` [B, n_{i-1}] (``r_prev[0]`` the input).
+        rule: the forward rule (``method.rule``, see :func:`teaching_signal`).
+        v_ff: per-layer feedforward voltages ``v_i^-``, for ``derivative_matrix``.
+
+    Returns:
+        ``(grad_W, grad_b)``: per layer [n_i, n_{i-1}] and [n_i] (``grad_b`` zero without
+        biases).
+    """
     batch = dv[0].shape[0]
     gW, gb = [], []
     for i in range(net.depth):
@@ -59,5 +81,5 @@ def steady_state_gradients(
 
 
 def bias_gradients(net: DFCNetwork, gb: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``gb`` as is, or zeros when the network has no biases (they stay zero)."""
+    """``gb`` as is, or zeros when ``net`` has no biases (they stay zero)."""
     return gb if net.has_bias else [torch.zeros_like(g) for g in gb]

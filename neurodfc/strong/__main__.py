@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and train; returns the exit status."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and train; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m neurodfc.strong", description=__doc__)
     p.add_argument("config", help="TOML config (method.name strong_dfc or strong_dfc_single)")
     p.add_argument("--out", default=None, help="folder for config.toml and metrics.nc")

@@ -68,8 +68,19 @@ def controlled_steady_state(
     tol: float = 1e-11,
     max_iter: int = 100,
 ) -> ControlledSteadyState:
-    """Newton solve of ``r_L* - g(r_L(u)) = alpha u`` (``alpha`` defaults to
-    ``controller.alpha_eff``), with step halving until ``|F|`` decreases."""
+    """Newton solve of ``F(u) = r_L* - g(r_L(u)) - alpha u = 0`` per sample, with step halving
+    until ``|F|`` decreases (see the module docstring).
+
+    Args:
+        system: the DFC system (network, ``Q``); never modified.
+        x: inputs [B, n_0].
+        r_target: output target ``r_L*`` [B, n_L].
+        error: ``difference`` (``g`` = identity) or ``softmax``.
+        alpha: the leak (default: ``controller.alpha_eff``).
+        u0: initial control [B, n_L] (default: zero).
+        tol: tolerance on ``|F(u)|``.
+        max_iter: maximum number of Newton steps.
+    """
     net = system.network
     a = system.cfg.controller.alpha_eff if alpha is None else alpha
     with torch.no_grad():
@@ -113,7 +124,8 @@ def controlled_steady_state(
 
 
 def h_value(system: DFCSystem, u: torch.Tensor) -> torch.Tensor:
-    """``H = 1/2 |Q u|^2`` per sample [B]."""
+    """``H = 1/2 |Q u|^2`` per sample [B] for the control ``u`` [B, n_L] and the feedback
+    ``Q`` of ``system``."""
     Qu = u @ system.network.full_Q().detach().T
     return 0.5 * (Qu * Qu).sum(1)
 
@@ -127,8 +139,19 @@ def h_gradient(
     at: Literal["steady_state", "feedforward"] = "steady_state",
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``(dH/dW_i, dH/db_i)`` of the batch-mean ``H`` at the steady state ``ss`` (see the module
-    docstring); ``at="feedforward"`` evaluates ``J``, the rates and ``G = I`` at the feedforward
-    pass instead (the successor's ``compute_H_update``)."""
+    docstring).
+
+    Args:
+        system: the DFC system; never modified.
+        x: inputs [B, n_0].
+        ss: the controlled steady state of ``x`` (:func:`controlled_steady_state`).
+        alpha: the leak (default: ``controller.alpha_eff``).
+        at: ``steady_state``, or ``feedforward`` to evaluate ``J``, the rates and ``G = I``
+            at the feedforward pass (the successor's ``compute_H_update``).
+
+    Returns:
+        Per layer ``dH/dW_i`` [n_i, n_{i-1}] and ``dH/db_i`` [n_i].
+    """
     net = system.network
     a = system.cfg.controller.alpha_eff if alpha is None else alpha
     with torch.no_grad():
@@ -168,8 +191,9 @@ def h_analysis(
 ) -> xr.Dataset:
     """``H``, its gradient at the controlled steady state and the angle of a DFC update to it.
 
-    ``update`` defaults to the update of ``system.cfg.method`` on ``(x, y)``. The target and
-    the error follow ``[strong]``. Returns a Dataset with dims ``sample`` and ``layer``
+    ``update`` defaults to the update of ``system.cfg.method`` on ``(x, y)`` (drawing its
+    noise from ``generator``). The target and the error follow ``[strong]``; ``at`` is passed
+    to :func:`h_gradient`. Returns a Dataset with dims ``sample`` and ``layer``
     (1..L): ``H``, ``residual``, ``converged`` per sample; ``angle_W`` (weights), ``angle_b``
     per layer; scalars ``angle`` (all weights and biases), ``angle_weights`` (weights only, the
     successor's "lu_angle"), ``H_mean``; norms ``grad_H_norm``, ``update_norm`` per layer.

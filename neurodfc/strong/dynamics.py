@@ -56,7 +56,12 @@ CHUNK = 8
 class LowPass:
     """Exponential low-pass ``y[0] = x[0]``, ``y[k] = a x[k] + (1 - a) y[k-1]``, ``a = dt/tau``
     (the successor's filter of ``u`` with time constant ``tau_f``). Streaming: :meth:`step`
-    takes one sample and returns the filtered value (a tensor updated in place)."""
+    takes one sample and returns the filtered value (a tensor updated in place).
+
+    Args:
+        dt: time step (units of tau_u).
+        tau: time constant, ``tau >= dt > 0``.
+    """
 
     def __init__(self, dt: float, tau: float) -> None:
         if not 0 < dt <= tau:
@@ -75,14 +80,28 @@ class LowPass:
 
 
 def low_pass(seq: torch.Tensor, dt: float, tau: float) -> torch.Tensor:
-    """:class:`LowPass` applied along the first (time) axis of ``seq`` [T, ...]."""
+    """:class:`LowPass` with step ``dt`` and time constant ``tau`` applied along the first
+    (time) axis of ``seq`` [T, ...]; returns [T, ...].
+
+    Examples:
+        >>> import torch
+        >>> low_pass(torch.tensor([0.0, 1.0, 1.0]), dt=0.5, tau=1.0)
+        tensor([0.0000, 0.5000, 0.7500])
+    """
     lp = LowPass(dt, tau)
     return torch.stack([lp.step(s).clone() for s in seq])
 
 
 def high_pass(seq: torch.Tensor, dt: float, tau: float) -> torch.Tensor:
-    """``x - LP_tau(x)`` along the first axis of ``seq`` [T, ...]: removes a constant input
-    exactly (the low-pass starts at the first sample) and passes fast changes."""
+    """``x - LP_tau(x)`` along the first axis of ``seq`` [T, ...] (:func:`low_pass` with step
+    ``dt`` and time constant ``tau``): removes a constant input exactly (the low-pass starts
+    at the first sample) and passes fast changes.
+
+    Examples:
+        >>> import torch
+        >>> high_pass(torch.full((4,), 3.0), dt=0.1, tau=1.0)
+        tensor([0., 0., 0., 0.])
+    """
     return seq - low_pass(seq, dt, tau)
 
 
@@ -205,7 +224,9 @@ def _tanh_into(v: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def output_error(r_target: torch.Tensor, r_out: torch.Tensor, kind: str) -> torch.Tensor:
-    """``e = r_L* - r_L`` (``difference``) or ``r_L* - softmax(r_L)`` (``softmax``)."""
+    """The controller's error from the target ``r_target`` [B, n_L] and the output ``r_out``
+    [B, n_L]: ``e = r_L* - r_L`` for ``kind = "difference"``, ``r_L* - softmax(r_L)`` for
+    ``"softmax"``."""
     if kind == "softmax":
         return r_target - torch.softmax(r_out, dim=-1)
     return r_target - r_out
@@ -229,6 +250,9 @@ def simulate_strong(
 
     Args:
         net: weights ``W_i``, ``b_i`` and feedback ``Q_i`` (read only).
+        x: inputs [B, n_0].
+        r_target: output target ``r_L*`` [B, n_L].
+        dyn: the settings of the simulation (scheme, controller, noise, error).
         forward_rule: sum this forward rule over the trajectory (``acc_W``, ``acc_b``).
         accumulate_feedback: sum ``a_i[t] u_f[t+1]^T`` (``acc_Q``).
         tau_f: high-pass the control in the feedback sum with this low-pass time constant

@@ -56,8 +56,21 @@ class StrongUpdate(Update):
 
 # --------------------------------------------------------------------------- targets
 def label_target(y: torch.Tensor, n_out: int, value: float, dtype: torch.dtype) -> torch.Tensor:
-    """Strong target ``r_L*`` [B, n_L]: class labels [B] become soft one-hot vectors (``value``
-    for the class, ``(1 - value)/(n_L - 1)`` elsewhere); regression targets pass unchanged."""
+    """Strong target ``r_L*`` [B, n_L] from the labels ``y``.
+
+    Args:
+        y: class labels [B] (int64) or regression targets [B, n_L] (passed unchanged).
+        n_out: number of classes ``n_L``.
+        value: the target of the labelled class (``strong.target_class_value``); the others
+            get ``(1 - value)/(n_L - 1)``.
+        dtype: floating dtype of the result.
+
+    Examples:
+        >>> import torch
+        >>> label_target(torch.tensor([2, 0]), 3, 0.8, torch.float64)
+        tensor([[0.1000, 0.1000, 0.8000],
+                [0.8000, 0.1000, 0.1000]], dtype=torch.float64)
+    """
     if y.is_floating_point():
         return y.to(dtype)
     rest = (1.0 - value) / (n_out - 1) if n_out > 1 else 0.0
@@ -67,8 +80,18 @@ def label_target(y: torch.Tensor, n_out: int, value: float, dtype: torch.dtype) 
 
 
 def strong_target(system: DFCSystem, r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The forward phase's output target: the (soft) label under strong feedback, else the
-    nudged ``r_L^- - lam dL/dr_L`` (``loss.reduction`` sets the batch convention)."""
+    """The forward phase's output target ``r_L*`` [B, n_L] of ``system``.
+
+    Args:
+        system: the system (``strong.target``, ``loss``).
+        r_out: the feedforward output ``r_L^-`` [B, n_L].
+        y: labels [B] or regression targets [B, n_L].
+
+    Returns:
+        The (soft) label (:func:`label_target`) under strong feedback
+        (``strong.target = "label"``), else the nudged ``r_L^- - lam dL/dr_L``
+        (``loss.reduction`` sets the batch convention).
+    """
     cfg = system.cfg
     if cfg.strong.target == "label":
         return label_target(y, r_out.shape[1], cfg.strong.target_class_value, r_out.dtype)
@@ -77,8 +100,9 @@ def strong_target(system: DFCSystem, r_out: torch.Tensor, y: torch.Tensor) -> to
 
 
 def error_kind(cfg: ExperimentConfig) -> ErrorKind:
-    """``softmax`` (``e = r* - softmax(r_L)``) for the loss-gradient error of the cross-entropy,
-    else ``difference`` (the loss gradient of ``1/2 |r* - r_L|^2`` is the difference)."""
+    """The error kind of ``cfg``: ``softmax`` (``e = r* - softmax(r_L)``) for the loss-gradient
+    error of the cross-entropy, else ``difference`` (the loss gradient of ``1/2 |r* - r_L|^2``
+    is the difference)."""
     if cfg.strong.error == "loss_gradient" and cfg.loss.loss == "cross_entropy":
         return "softmax"
     return "difference"
@@ -92,9 +116,9 @@ def _noise_kind(kind: str, sigma: float, sigma_out: float) -> NoiseKind:
 
 
 def forward_dynamics(cfg: ExperimentConfig, *, single_phase: bool) -> StrongDynamics:
-    """Settings of the forward (wake) simulation: ``[controller]``, ``[simulation]``,
-    ``[noise]`` and ``[strong]``; the single phase always has an instantaneous apical
-    compartment (the successor's DFCNetworkSinglePhase)."""
+    """Settings of the forward (wake) simulation from ``cfg``: ``[controller]``,
+    ``[simulation]``, ``[noise]`` and ``[strong]``; with ``single_phase`` the apical
+    compartment is always instantaneous (the successor's DFCNetworkSinglePhase)."""
     sim, ctrl, nz = cfg.simulation, cfg.controller, cfg.noise
     if sim.inst_system_dynamics:
         raise ValueError("strong methods do not support simulation.inst_system_dynamics = true")
@@ -118,9 +142,10 @@ def forward_dynamics(cfg: ExperimentConfig, *, single_phase: bool) -> StrongDyna
 
 
 def sleep_dynamics(cfg: ExperimentConfig, *, single_phase: bool) -> StrongDynamics:
-    """Settings of the feedback-only phase (two-phase sleep, or single-phase pre-training):
-    ``[feedback_learning]`` with the noise kind of ``[strong]``; the apical time constant is
-    ``feedback_learning.apical_tau`` in the two-phase method, instantaneous in the single one."""
+    """Settings of the feedback-only phase (two-phase sleep, or single-phase pre-training)
+    from ``cfg``: ``[feedback_learning]`` with the noise kind of ``[strong]``; the apical time
+    constant is ``feedback_learning.apical_tau`` in the two-phase method, instantaneous with
+    ``single_phase``."""
     fl = cfg.feedback_learning
     sigma_out = fl.sigma if fl.sigma_output is None else fl.sigma_output
     return StrongDynamics(
@@ -142,9 +167,19 @@ def sleep_dynamics(cfg: ExperimentConfig, *, single_phase: bool) -> StrongDynami
 
 
 def feedback_scales(cfg: ExperimentConfig, dyn: StrongDynamics, depth: int) -> list[float]:
-    """``s_i = (1 + tau_v/tau_eps)^(L-i) / max(sigma_i, floor)^2`` per layer (0-based i: the
-    exponent is ``L-1-i``; the layer factor only with ``strong.layer_scaling``). ``tau_v`` is
-    the ``tau_ratio`` of the simulation that produced the update."""
+    """The feedback-rule scales ``s_i = (1 + tau_v/tau_eps)^(L-i) / max(sigma_i, floor)^2``.
+
+    Args:
+        cfg: the config (``feedback_learning.scale_floor``, ``strong.layer_scaling``,
+            ``strong.tau_noise``).
+        dyn: the simulation that produced the update (its ``sigma``, ``sigma_output`` and
+            ``tau_ratio = tau_v``).
+        depth: number of layers L.
+
+    Returns:
+        ``s_i`` per layer, 0-based (the exponent is ``L-1-i``; the layer factor only with
+        ``strong.layer_scaling``).
+    """
     floor = cfg.feedback_learning.scale_floor
     out = []
     for i in range(depth):
@@ -157,14 +192,16 @@ def feedback_scales(cfg: ExperimentConfig, dyn: StrongDynamics, depth: int) -> l
 
 
 def feedback_from_run(run: StrongRun, scales: list[float], batch: int) -> list[torch.Tensor]:
-    """``grad Q_i = s_i / ((T-1) B) acc_Q_i`` from a simulation's feedback sums."""
+    """``grad Q_i = s_i / ((T-1) B) acc_Q_i`` from the feedback sums of ``run``, with the
+    ``scales`` ``s_i`` of :func:`feedback_scales` and the ``batch`` size B."""
     return [(s / (run.count_Q * batch)) * a for s, a in zip(scales, run.acc_Q, strict=True)]
 
 
 def forward_from_run(
     net: DFCNetwork, run: StrongRun, batch: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """``grad W_i = -2/(B T) acc_W_i``, ``grad b_i = -2/(B T) acc_b_i`` (zeros without bias)."""
+    """``grad W_i = -2/(B T) acc_W_i``, ``grad b_i = -2/(B T) acc_b_i`` from the forward sums
+    of ``run`` (``batch`` = B; ``grad b_i`` zero when ``net`` has no biases)."""
     scale = -2.0 / (batch * run.count_W)
     gW = [scale * a for a in run.acc_W]
     gb = [scale * a if net.has_bias else torch.zeros_like(a) for a in run.acc_b]
@@ -198,6 +235,9 @@ class StrongDFC(Method):
         *,
         generator: torch.Generator | None = None,
     ) -> StrongUpdate:
+        """Forward gradients of ``system``'s weights for ``x`` [B, n_0], ``y`` from one
+        simulation towards the strong target (its noise drawn from ``generator``), plus
+        ``grad_Q`` in the single-phase method; see :meth:`Method.update`."""
         net, cfg = system.network, system.cfg
         sc, lc = cfg.strong, cfg.loss
         B = x.shape[0]
@@ -241,9 +281,17 @@ class StrongDFC(Method):
         y: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
-        """``grad Q_i`` of every layer from one feedback-only (sleep) simulation: the
-        ``[feedback_learning]`` dynamics, target ``strong.sleep_target``, the feedback rule with
-        the high-pass of ``strong.high_pass`` (single phase) or raw ``u`` (two-phase)."""
+        """``grad Q_i`` [n_i, n_L] of every layer from one feedback-only (sleep) simulation.
+
+        The ``[feedback_learning]`` dynamics, target ``strong.sleep_target``, the feedback rule
+        with the high-pass of ``strong.high_pass`` (single phase) or raw ``u`` (two-phase).
+
+        Args:
+            system: the DFC system; never modified.
+            x: inputs [B, n_0].
+            y: labels [B] or regression targets [B, n_L] (for a label sleep target).
+            generator: random generator of the noise.
+        """
         net, cfg = system.network, system.cfg
         with torch.no_grad():
             out = net(x)

@@ -39,6 +39,7 @@ from neurodfc.system import DFCSystem
 from neurodfc.training import batches, clip_gradients, evaluate, forward_lr, make_optimizer
 
 METHODS: dict[str, type[StrongDFC]] = {m.name: m for m in (StrongDFC, StrongDFCSingle)}
+"""The methods :func:`train_strong` accepts, by ``method.name``."""
 
 
 class StrongNonFiniteError(RuntimeError):
@@ -55,7 +56,13 @@ class StrongRunResult:
 
 
 class StrongTrainer:
-    """The loop of :func:`train_strong` (see the module docstring)."""
+    """The loop of :func:`train_strong` (see the module docstring).
+
+    Args:
+        cfg: a config with ``method.name`` ``strong_dfc`` or ``strong_dfc_single``.
+        log: receives the progress and one summary line per epoch.
+        progress_every: log every k minibatches (0: never).
+    """
 
     def __init__(
         self,
@@ -144,7 +151,8 @@ class StrongTrainer:
             self.log(f"{label}: batch {k + 1}/{n}, {el:.0f} s, eta {eta:.0f} s{extra}")
 
     def sleep_pass(self, opt: torch.optim.Optimizer, label: str) -> None:
-        """One feedback-only pass over the training set."""
+        """One feedback-only pass over the training set with the optimiser ``opt``
+        (``label`` names the progress lines)."""
         t0 = time.perf_counter()
         for k, (xb, yb) in enumerate(self._batches()):
             grads = self.method.feedback_gradients(self.system, xb, yb, self.noise_gen)
@@ -152,7 +160,8 @@ class StrongTrainer:
             self._progress(label, k, t0)
 
     def forward_pass(self, epoch: int) -> dict[str, float]:
-        """One pass of forward updates (and Q updates for the single-phase method)."""
+        """Epoch ``epoch`` (1-based) of forward updates (and Q updates for the single-phase
+        method); returns the running train statistics."""
         t0 = time.perf_counter()
         loss_sum, n_seen, correct = 0.0, 0, 0
         e_sum, h_sum, n_b = 0.0, 0.0, 0
@@ -257,9 +266,18 @@ def train_strong(
     log: Callable[[str], None] = print,
     progress_every: int = 0,
 ) -> StrongRunResult:
-    """Train a ``strong_dfc`` or ``strong_dfc_single`` config (a config or a TOML path, with
-    optional ``section.field=value`` overrides) and return its metrics; ``out`` (optional)
-    receives ``config.toml`` and ``metrics.nc``. ``progress_every``: log every k batches."""
+    """Train a ``strong_dfc`` or ``strong_dfc_single`` config (see the module docstring).
+
+    Args:
+        cfg: a validated config or the path of a TOML config.
+        out: optional run folder; receives ``config.toml`` and ``metrics.nc``.
+        overrides: ``section.field=value`` overrides applied to ``cfg``.
+        log: receives the progress and one summary line per epoch.
+        progress_every: log every k minibatches (0: never).
+
+    Returns:
+        The :class:`StrongRunResult` (metrics with dim ``epoch``, trained system, folder).
+    """
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_config(cfg, overrides)
     elif overrides:
