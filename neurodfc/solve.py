@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from neurodfc.components.controller import leak_residual
+from neurodfc.components.controller import Controller, leak_residual
 from neurodfc.config import SimulationConfig
 from neurodfc.fastpath import euler_reference_fast
 from neurodfc.integrators import integrate
@@ -158,6 +158,7 @@ def simulate(
     generator: torch.Generator | None = None,
     apical_tau: float | None | Literal["config"] = "config",
     accumulate_feedback: bool = False,
+    controller: Controller | None = None,
 ) -> Solution:
     """Simulate the closed loop for inputs ``x`` [B, n_0] pushed towards ``r_target`` [B, n_L].
 
@@ -178,6 +179,10 @@ def simulate(
         apical_tau: overrides ``system.cfg.apical.tau`` (None = instantaneous apical input).
         accumulate_feedback: sum ``a_i[t]^T u[t+1]`` over the steps (the sleep-phase rule's
             pairing of the apical voltage with the next control); reference Euler path only.
+        controller: a :class:`~neurodfc.components.controller.Controller` replacing the PI
+            controller (e.g. a PID, see the tutorial "Adding a new controller"); needs a
+            torchdiffeq solver (``euler_reference`` and ``etdrk4`` have the PI controller
+            fused into their step). The recorded ``u`` is the controller's output.
 
     Returns:
         A :class:`Solution`; samples that diverge get a status, never an exception.
@@ -196,6 +201,11 @@ def simulate(
         ctrl.tau_ratio if tau_ratio is None else tau_ratio,
     )
     tau_a = cfg.apical.tau if apical_tau == "config" else apical_tau
+    if controller is not None and sim.solver in ("euler_reference", "etdrk4"):
+        raise ValueError(
+            f"a custom controller needs a torchdiffeq solver (simulation.solver = 'dopri5', "
+            f"'rk4', ...); {sim.solver!r} has the PI controller fused into its step"
+        )
     with torch.no_grad():
         if sim.solver == "euler_reference":
             return _euler_reference(
@@ -225,7 +235,7 @@ def simulate(
             )
         if tau_a != cfg.apical.tau:
             raise ValueError("apical_tau overrides need simulation.solver = 'euler_reference'")
-        return _odeint(system, x, r_target, sim, params, record, record_v, accumulate)
+        return _odeint(system, x, r_target, sim, params, record, record_v, accumulate, controller)
 
 
 def _euler_reference(
@@ -450,15 +460,17 @@ def _odeint(
     record: bool,
     record_v: bool,
     accumulate: str | None = None,
+    controller: Controller | None = None,
 ) -> Solution:
     """Integrate :class:`~neurodfc.system.VectorField` with ``torchdiffeq.odeint``; with
-    ``accumulate`` the rule's integral is part of the state (kept out of the error norm)."""
+    ``accumulate`` the rule's integral is part of the state (kept out of the error norm);
+    ``controller`` replaces the PI controller."""
     from torchdiffeq import odeint
 
     alpha, k_p, tcr = params
     cfg = system.cfg
     ctrl = cfg.controller.model_copy(update={"alpha": alpha, "k_p": k_p, "tau_ratio": tcr})
-    f = VectorField(system, x, r_target)
+    f = VectorField(system, x, r_target, controller=controller)
     f.ctrl = ctrl
     T = sim.n_steps
     rec_steps = _record_steps(T, sim.record_every) if record else [0, T - 1]
@@ -498,7 +510,7 @@ def _odeint(
     u_int_traj = traj[-1]
     e_list, u_list = [], []
     for k in range(len(rec_steps)):
-        e_k, u_k = f.control(v_traj[-1][k], u_int_traj[k])
+        e_k, u_k = f.control_of(tuple(s[k] for s in traj))
         e_list.append(e_k)
         u_list.append(u_k)
     e_rec = torch.stack(e_list)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neurodfc.components.controller import control_signal, integral_rate
+from neurodfc.components.controller import Controller, PIController
 from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
 from neurodfc.network import DTYPES, DFCNetwork
@@ -60,14 +60,14 @@ class DFCSystem(nn.Module):
 
     def target_of(self, r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Output target ``r_L*`` for a feedforward output ``r_out`` [B, n_L] already computed
-        (the loss, ``lam`` and reduction of ``cfg.loss``)."""
+        and labels or targets ``y`` (the loss, ``lam`` and reduction of ``cfg.loss``)."""
         lc = self.cfg.loss
         return output_target(r_out, y, lc.loss, lc.lam, lc.reduction)
 
 
 # --------------------------------------------------------------------------- linear algebra
 def jacobian(network: DFCNetwork, v: list[torch.Tensor]) -> torch.Tensor:
-    """``J = d r_L / d v`` [B, n_L, N] at voltages ``v`` (per layer [B, n_i]).
+    """``J = d r_L / d v`` [B, n_L, N] of ``network`` at voltages ``v`` (per layer [B, n_i]).
 
     Analytic layer recursion, batched: ``J_L = diag(phi_L'(v_L))``,
     ``J_i = J_{i+1} W_{i+1} diag(phi_i'(v_i))``.
@@ -123,7 +123,15 @@ def lemma1(
     """Lemma 1: ``u_ss = (J Q + alpha_eff I)^-1 delta_L``, ``dv = Q u_ss``, then
     ``v_i = W_i r_{i-1} + b_i + dv_i`` layer by layer (the DFC-SSA state).
 
-    ``alpha`` defaults to the controller's ``alpha_eff`` (which depends on the leak convention).
+    Args:
+        system: the DFC system (weights, feedback ``Q``, controller).
+        x: inputs [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L] (``delta_L = r_target - r_L^-``).
+        alpha: the leak in the formula; default: the controller's ``alpha_eff`` (which depends
+            on the leak convention).
+
+    Returns:
+        The :class:`SteadyState` (no autograd graph).
     """
     net = system.network
     a = system.cfg.controller.alpha_eff if alpha is None else alpha
@@ -157,9 +165,18 @@ def closed_loop_matrices(
 ) -> dict[str, torch.Tensor]:
     """The linearised closed loop around voltages ``v`` (state ``z = [dv; u]``).
 
-    Returns ``A_I``, ``A_tilde_I`` [B, N + n_L, N + n_L], ``A_I_inst`` [B, n_L, n_L] and
-    ``A_PI`` (with the proportional gain). For the ``paper`` leak convention the integral row
-    is ``(1 + alpha k_p) e - alpha u``; for ``reference`` it is ``e - alpha u``.
+    Args:
+        system: the DFC system (weights, feedback, controller config).
+        v: voltages per layer [B, n_i] at which the loop is linearised.
+        alpha: leak ``alpha``; default: the controller's.
+        k_p: proportional gain; default: the controller's.
+        tau_ratio: ``tau_v / tau_u``; default: the controller's.
+
+    Returns:
+        ``A_I``, ``A_tilde_I`` [B, N + n_L, N + n_L], ``A_I_inst`` [B, n_L, n_L] and ``A_PI``
+        (with the proportional gain), in units of 1/tau_u. For the ``paper`` leak convention
+        the integral row is ``(1 + alpha k_p) e - alpha u``; for ``reference`` it is
+        ``e - alpha u``.
     """
     net = system.network
     ctrl = system.cfg.controller
@@ -210,7 +227,7 @@ def closed_loop_matrices(
 
 
 def max_real_eig(A: torch.Tensor) -> torch.Tensor:
-    """Largest real part of the eigenvalues of each matrix in a batch [B, n, n] -> [B]."""
+    """Largest real part of the eigenvalues of each matrix of ``A`` [B, n, n] -> [B]."""
     return torch.linalg.eigvals(A).real.max(dim=-1).values
 
 
@@ -219,20 +236,38 @@ class VectorField(nn.Module):
     """Continuous-time closed loop ``f(t, state)`` for torchdiffeq's ``odeint``.
 
     State (a tuple of [B, .] tensors): ``v_1..v_L``, then ``a_1..a_L`` (apical voltages) when
-    the apical compartment has its own time constant, then ``u_int``::
+    the apical compartment has its own time constant, then the controller's state (for the PI
+    controller ``u_int`` alone)::
 
         tau_v dv_i/dt = -v_i + W_i r_{i-1} + b_i + v_i^fb,   v_i^fb = Q_i u  (or a_i)
         tau_fb da_i/dt = -a_i + Q_i u
         tau_u du_int/dt = e - alpha u   (reference)  |  e - alpha u_int   (paper)
         u = u_int + k_p e,   e = r_L* - phi(v_L)
 
+    Args:
+        system: the DFC system (network, feedback, ``[controller]`` and ``[apical]`` config).
+        x: inputs [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L].
+        controller: any :class:`~neurodfc.components.controller.Controller` replaces the PI
+            controller (its state entries follow the apical voltages; by convention the last
+            one is ``u_int``). Default (``None``): the PI controller of ``ctrl`` (the config's
+            ``[controller]`` section), read at every evaluation, so assigning ``ctrl`` changes
+            the gains.
+
     The input projection ``W_1 r_0 + b_1`` is computed once. ``nfe`` counts evaluations.
     """
 
-    def __init__(self, system: DFCSystem, x: torch.Tensor, r_target: torch.Tensor) -> None:
+    def __init__(
+        self,
+        system: DFCSystem,
+        x: torch.Tensor,
+        r_target: torch.Tensor,
+        controller: Controller | None = None,
+    ) -> None:
         super().__init__()
         self.net = system.network
         self.ctrl = system.cfg.controller
+        self.custom_controller = controller
         self.tau_a = system.cfg.apical.tau
         self.r_target = r_target
         net = self.net
@@ -241,8 +276,22 @@ class VectorField(nn.Module):
         )
         self.nfe = 0
 
+    @property
+    def controller(self) -> Controller:
+        """The controller in use: the one passed in, else the PI controller of ``ctrl``."""
+        if self.custom_controller is not None:
+            return self.custom_controller
+        return PIController.from_config(self.ctrl)
+
+    @property
+    def n_neuron_states(self) -> int:
+        """Number of state entries before the controller's (``L``, or ``2 L`` with apical
+        dynamics)."""
+        return 2 * self.net.depth if self.tau_a is not None else self.net.depth
+
     def initial_state(self) -> tuple[torch.Tensor, ...]:
-        """The feedforward state with zero control (``u_int = 0``, apical voltages 0)."""
+        """The feedforward state with the controller's initial state (PI: ``u_int = 0``) and
+        apical voltages 0."""
         v: list[torch.Tensor] = []
         drive = self.input_drive
         for i in range(self.net.depth):
@@ -254,29 +303,48 @@ class VectorField(nn.Module):
                 )
             v.append(drive)
         apical = [torch.zeros_like(t) for t in v] if self.tau_a is not None else []
-        return (*v, *apical, torch.zeros_like(self.r_target))
+        e0 = self.r_target - self.net.act(self.net.depth - 1, v[-1])
+        return (*v, *apical, *self.controller.initial_state(e0))
 
     def unpack(
         self, state: tuple[torch.Tensor, ...]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """``(v, apical, u_int)`` from a state tuple."""
+        """``(v, apical, u_int)`` from a state tuple (``u_int``: the last entry)."""
         L = self.net.depth
         v = list(state[:L])
         apical = list(state[L : 2 * L]) if self.tau_a is not None else []
         return v, apical, state[-1]
 
+    def controller_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The controller's entries of a state tuple."""
+        return tuple(state[self.n_neuron_states :])
+
     def control(self, v_out: torch.Tensor, u_int: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(e, u)`` for output voltage ``v_L`` and integral state ``u_int``."""
+        """``(e, u)`` for the output voltage ``v_out`` (``v_L``) and the integral state
+        ``u_int`` (a controller whose state is ``(u_int,)``, such as the PI controller; else
+        use :meth:`control_of`)."""
         e = self.r_target - self.net.act(self.net.depth - 1, v_out)
-        return e, control_signal(u_int, e, self.ctrl.k_p)
+        return e, self.controller.output(e, (u_int,))
+
+    def control_of(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(e, u)`` at a full state tuple (any controller)."""
+        e = self.r_target - self.net.act(self.net.depth - 1, state[self.net.depth - 1])
+        return e, self.controller.output(e, self.controller_state(state))
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """``d state / dt`` (units of 1/tau_u) at the time ``t`` (unused: the field is
+        autonomous) and the state tuple ``state`` laid out as in the class docstring."""
         self.nfe += 1
         net, ctrl = self.net, self.ctrl
-        v, apical, u_int = self.unpack(state)
-        e, u = self.control(v[-1], u_int)
+        controller = self.controller
+        L = net.depth
+        v = state[:L]
+        apical = state[L : 2 * L] if self.tau_a is not None else ()
+        c_state = self.controller_state(state)
+        e = self.r_target - net.act(L - 1, v[-1])
+        u = controller.output(e, c_state)
         dv, da = [], []
-        for i in range(net.depth):
+        for i in range(L):
             if i == 0:
                 basal = self.input_drive
             else:
@@ -288,5 +356,4 @@ class VectorField(nn.Module):
                 da.append((fb - apical[i]) / self.tau_a)
                 fb = apical[i]
             dv.append((basal + fb - v[i]) / ctrl.tau_ratio)
-        du = integral_rate(e, u, u_int, ctrl.alpha, ctrl.leak)
-        return (*dv, *da, du)
+        return (*dv, *da, *controller.rates(e, u, c_state))

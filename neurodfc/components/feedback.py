@@ -19,6 +19,16 @@ def init_feedback(
     ``jacobian_transpose``: ``Q_i = J_i^T`` with ``jacobian_blocks`` the per-layer blocks of the
     output Jacobian at a reference state (``[n_L, n_i]`` each); ``xavier_*``: random.
     ``Q_L = I`` when ``output_identity``.
+
+    Args:
+        cfg: the ``[feedback]`` config section (init, output_identity, init_noise).
+        weights: forward weights ``[W_1, ..., W_L]``, ``W_i`` [n_i, n_{i-1}]; their dtype and
+            device are the feedback's.
+        generator: random generator of the random initialisations and the noise.
+        jacobian_blocks: ``[J_1, ..., J_L]`` for ``jacobian_transpose`` (else unused).
+
+    Returns:
+        ``[Q_1, ..., Q_L]``, ``Q_i`` [n_i, n_L].
     """
     n_out = weights[-1].shape[0]
     dtype, device = weights[0].dtype, weights[0].device

@@ -6,7 +6,14 @@ import torch
 
 
 def loss_value(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str) -> torch.Tensor:
-    """The loss L of outputs ``r_out`` [B, n_L] against ``y`` (labels [B] or targets [B, n_L])."""
+    """The loss L of outputs ``r_out`` [B, n_L] against ``y`` (labels [B] or targets [B, n_L]).
+
+    Args:
+        r_out: output rates ``r_L`` [B, n_L].
+        y: class labels [B] (``cross_entropy``) or regression targets [B, n_L] (``mse``).
+        loss: ``mse`` or ``cross_entropy`` (softmax folded into the loss).
+        reduction: ``mean`` (PyTorch's batch mean; MSE also over units) or ``sum``.
+    """
     if loss == "cross_entropy":
         return torch.nn.functional.cross_entropy(r_out, y, reduction=reduction)
     return torch.nn.functional.mse_loss(r_out, y, reduction=reduction)
@@ -17,6 +24,12 @@ def loss_gradient(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: st
 
     cross_entropy: ``(softmax(r) - onehot(y)) / B`` (mean) or without ``1/B`` (sum);
     mse: ``2 (r - y) / (B n_L)`` (mean, PyTorch's convention) or ``2 (r - y)`` (sum).
+
+    Args:
+        r_out: output rates ``r_L`` [B, n_L] at which the gradient is taken.
+        y: class labels [B] (``cross_entropy``) or regression targets [B, n_L] (``mse``).
+        loss: ``mse`` or ``cross_entropy``.
+        reduction: ``mean`` or ``sum``.
     """
     batch = r_out.shape[0]
     if loss == "cross_entropy":
@@ -32,5 +45,13 @@ def loss_gradient(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: st
 def output_target(
     r_out: torch.Tensor, y: torch.Tensor, loss: str, lam: float, reduction: str
 ) -> torch.Tensor:
-    """``r_L* = r_L^- - lam dL/dr_L`` evaluated at the feedforward output ``r_out``."""
+    """``r_L* = r_L^- - lam dL/dr_L`` evaluated at the feedforward output ``r_out``.
+
+    Args:
+        r_out: feedforward output ``r_L^-`` [B, n_L].
+        y: class labels [B] or regression targets [B, n_L].
+        loss: ``mse`` or ``cross_entropy``.
+        lam: target step size ``lambda`` (> 0).
+        reduction: ``mean`` or ``sum`` (see :func:`loss_gradient`).
+    """
     return r_out - lam * loss_gradient(r_out, y, loss, reduction)

@@ -32,34 +32,9 @@ import pytest
 
 import neurodfc
 
-# "module.qualname" -> reason. Issue 8: the owners of these modules document their arguments in
-# parallel; test_exemptions_are_still_needed fails once an entry is fixed, so the list shrinks.
-_PENDING_TUTORIALS = "arguments not documented yet (owner of components/ and system.py)"
-EXEMPT: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "neurodfc.components.controller.integral_rate",
-            "neurodfc.components.controller.leak_residual",
-            "neurodfc.components.controller.PIController.from_config",
-            "neurodfc.components.controller.PIController.initial_state",
-            "neurodfc.components.controller.PIController.output",
-            "neurodfc.components.controller.PIController.rates",
-            "neurodfc.components.feedback.init_feedback",
-            "neurodfc.components.target.loss_value",
-            "neurodfc.components.target.loss_gradient",
-            "neurodfc.components.target.output_target",
-            "neurodfc.system.DFCSystem.target_of",
-            "neurodfc.system.jacobian",
-            "neurodfc.system.lemma1",
-            "neurodfc.system.closed_loop_matrices",
-            "neurodfc.system.max_real_eig",
-            "neurodfc.system.VectorField",
-            "neurodfc.system.VectorField.control",
-            "neurodfc.system.VectorField.forward",
-        ),
-        _PENDING_TUTORIALS,
-    ),
-}
+# "module.qualname" -> reason (empty: every public object documents its arguments). An entry
+# added here must say why; test_exemptions_are_still_needed fails once it is documented.
+EXEMPT: dict[str, str] = {}
 
 
 def public_modules() -> list[ModuleType]:

@@ -1,0 +1,216 @@
+"""Tutorial 6: adding a new controller (a PID) as a component.
+
+The continuous-time closed loop ``neurodfc.system.VectorField`` talks to its controller through
+the small protocol ``neurodfc.components.controller.Controller`` (``initial_state``,
+``output``, ``rates``). This tutorial writes a PID controller
+
+    u = u_int + k_p e + k_d de/dt,    du_int/dt = k_i (e - alpha u),
+
+with the derivative taken through a first-order filter (time constant tau_d), plugs it into
+the vector field, integrates it with torchdiffeq, compares it with the paper's PI controller
+(overshoot, settling time) and checks its steady state against Lemma 1: at rest the derivative
+term vanishes, so the PID settles on the PI controller's fixed point.
+
+    python docs/tutorials/06_pid_controller.py            # full mode (about 15 s)
+    python docs/tutorials/06_pid_controller.py --quick    # CI mode (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchdiffeq import odeint  # noqa: E402
+
+from neurodfc.components.controller import Controller, ControllerState  # noqa: E402
+from neurodfc.config import (  # noqa: E402
+    ApicalConfig,
+    ControllerConfig,
+    ExperimentConfig,
+    FeedbackConfig,
+    LossConfig,
+    NetworkConfig,
+)
+from neurodfc.data import teacher_student  # noqa: E402
+from neurodfc.system import DFCSystem, VectorField, lemma1  # noqa: E402
+
+NAME = "06_pid_controller"
+FIGURES = Path(__file__).resolve().parent / "figures"
+
+
+# ---------------------------------------------------------------------------- the component
+@dataclass(frozen=True)
+class PIDController:
+    """A leaky PID controller with a filtered derivative.
+
+    State ``(e_f, u_int)``, each [B, n_L] (by the protocol's convention the integral state
+    comes last). ``e_f`` follows the error through a first-order low-pass filter,
+    ``tau_d de_f/dt = e - e_f``, so ``(e - e_f) / tau_d`` approximates ``de/dt`` (exactly as
+    ``tau_d -> 0``) without an algebraic loop: ``de/dt`` itself depends on ``u``.
+    """
+
+    k_p: float
+    k_i: float
+    k_d: float
+    alpha: float
+    tau_d: float = 0.02
+
+    def initial_state(self, e0: torch.Tensor) -> ControllerState:
+        # e_f(0) = e(0): no derivative kick at t = 0; u_int(0) = 0 as in DFC
+        return (e0.clone(), torch.zeros_like(e0))
+
+    def output(self, e: torch.Tensor, state: ControllerState) -> torch.Tensor:
+        e_f, u_int = state
+        return u_int + self.k_p * e + self.k_d * (e - e_f) / self.tau_d
+
+    def rates(self, e: torch.Tensor, u: torch.Tensor, state: ControllerState) -> ControllerState:
+        e_f, _ = state
+        # the reference leak convention: du_int/dt = k_i (e - alpha u); k_i = 1 is DFC's
+        return ((e - e_f) / self.tau_d, self.k_i * (e - self.alpha * u))
+
+
+def simulate_with(
+    system: DFCSystem, x: torch.Tensor, r_target: torch.Tensor, ctrl: Controller, t_max: float
+) -> dict[str, torch.Tensor]:
+    """Integrate the closed loop with controller ``ctrl`` (dopri5) and return ``t`` [T],
+    ``e`` and ``u`` [T, B, n_L] and the controller's end state."""
+    f = VectorField(system, x, r_target, controller=ctrl)
+    t = torch.linspace(0.0, t_max, 401, dtype=x.dtype)
+    with torch.no_grad():
+        traj = odeint(f, f.initial_state(), t, method="dopri5", rtol=1e-8, atol=1e-10)
+    # traj is the state tuple with a leading time axis; f.control_of reads (e, u) off a state
+    eu = [f.control_of(tuple(s[k] for s in traj)) for k in range(len(t))]
+    return {
+        "t": t,
+        "e": torch.stack([a for a, _ in eu]),
+        "u": torch.stack([b for _, b in eu]),
+        "end": f.controller_state(tuple(s[-1] for s in traj)),
+    }
+
+
+def overshoot_and_settling(t: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: the overshoot, how far the output passes the target along the initial error
+    direction relative to ``|e(0)|``, and the 2 % settling time, the first time after which
+    ``|e(t) - e(T)|`` stays below 2 % of ``|e(0)|``."""
+    e0 = e[0]
+    passed = -(e * e0).sum(-1) / (e0 * e0).sum(-1)  # [T, B]; > 0: beyond the target
+    overshoot = passed.clamp(min=0).max(0).values
+    dev = torch.linalg.vector_norm(e - e[-1], dim=-1) / torch.linalg.vector_norm(e0, dim=-1)
+    later_max = torch.flip(torch.cummax(torch.flip(dev, [0]), 0).values, [0])
+    settled = (later_max < 0.02).int()
+    return overshoot, t[torch.argmax(settled, 0)]
+
+
+def build(hidden: str, alpha: float) -> ExperimentConfig:
+    """A 15-10-10-1 network whose apical compartment has its own time constant: the plant seen
+    by the controller has two lags (tau_v and tau_fb), and a strong proportional gain rings."""
+    return ExperimentConfig(
+        network=NetworkConfig(sizes=[15, 10, 10, 1], hidden_activation=hidden),
+        controller=ControllerConfig(k_p=2.0, alpha=alpha, tau_ratio=0.2),
+        apical=ApicalConfig(tau=0.5),
+        feedback=FeedbackConfig(init="weight_product"),
+        loss=LossConfig(loss="mse", lam=0.05, reduction="sum"),
+        seed=0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer samples and gains (CI)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "neurodfc_tutorials" / NAME,
+        help="folder for the figure in --quick mode",
+    )
+    args = p.parse_args(argv)
+    fig_dir = args.out if args.quick else FIGURES
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    alpha = 0.0015
+    cfg = build("tanh", alpha)
+    system = DFCSystem.from_config(cfg)
+    n = 4 if args.quick else 8
+    data = teacher_student(n_in=15, n_out=1, n_train=n, n_val=0, n_test=0, seed=0)
+    x, y = data.train.x, data.train.y
+    r_target = system.target(x, y)
+    t_max = 10.0 if args.quick else 20.0
+
+    # ------------------------------------------------------------------ 1. PI vs PID
+    # k_d = 0 is the paper's PI controller (k_i = 1: the integral time constant tau_u).
+    gains = [0.0, 0.4] if args.quick else [0.0, 0.1, 0.2, 0.4]
+    runs = {}
+    for k_d in gains:
+        pid = PIDController(k_p=cfg.controller.k_p, k_i=1.0, k_d=k_d, alpha=alpha)
+        assert isinstance(pid, Controller)  # the protocol is runtime-checkable
+        runs[k_d] = simulate_with(system, x, r_target, pid, t_max)
+        over, settle = overshoot_and_settling(runs[k_d]["t"], runs[k_d]["e"])
+        name = "PI " if k_d == 0 else "PID"
+        print(
+            f"{name} k_d = {k_d:<4g} overshoot {100 * float(over.mean()):5.1f} % "
+            f"(max {100 * float(over.max()):5.1f} %), 2 % settling time "
+            f"{float(settle.mean()):5.2f} tau_u (max {float(settle.max()):5.2f})"
+        )
+
+    # ------------------------------------------------------------------ 2. the fixed point
+    # At rest de_f/dt = 0, so e_f = e and the derivative term is zero: the PID rests where
+    # the PI controller rests, e = alpha u, and Lemma 1 (which describes that rest point)
+    # applies unchanged.
+    pi, pid = runs[0.0], runs[gains[-1]]
+    u_pi, u_pid = pi["u"][-1], pid["u"][-1]
+    e_f, _ = pid["end"]
+    last = PIDController(k_p=cfg.controller.k_p, k_i=1.0, k_d=gains[-1], alpha=alpha)
+    d_term = float((last.k_d * (pid["e"][-1] - e_f) / last.tau_d).abs().max())
+    print(f"derivative term at t = {t_max:g}: max |k_d (e - e_f) / tau_d| = {d_term:.1e}")
+    print(
+        f"|u_PID(T) - u_PI(T)| / |u_PI(T)| = "
+        f"{float((u_pid - u_pi).norm() / u_pi.norm()):.1e}  (same fixed point)"
+    )
+    ss = lemma1(system, x, r_target)
+    rel = torch.quantile((u_pid - ss.u).norm(dim=1) / ss.u.norm(dim=1), 0.5)  # the median
+    print(
+        f"tanh network:   median |u_PID(T) - u_ss| / |u_ss| = {float(rel):.1e}  (Lemma 1 is O(lam))"
+    )
+    # For a linear network Lemma 1 is exact: the oracle without the O(lam) term.
+    lin = DFCSystem.from_config(build("linear", alpha))
+    rt_lin = lin.target(x, y)
+    res = simulate_with(lin, x, rt_lin, PIDController(2.0, 1.0, gains[-1], alpha), 4 * t_max)
+    ss_lin = lemma1(lin, x, rt_lin)
+    rel_lin = float(((res["u"][-1] - ss_lin.u).norm(dim=1) / ss_lin.u.norm(dim=1)).max())
+    print(f"linear network: max    |u_PID(T) - u_ss| / |u_ss| = {rel_lin:.1e}  (Lemma 1 is exact)")
+
+    # ------------------------------------------------------------------ 3. figure
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    j = 0  # one sample
+    for k, (k_d, run) in enumerate(runs.items()):
+        label = "PI" if k_d == 0 else f"PID, $k_d$ = {k_d:g}"
+        r_out = r_target[j, 0] - run["e"][:, j, 0]
+        axes[0].plot(run["t"], r_out, color=f"C{k}", label=label)
+        axes[1].plot(run["t"], run["u"][:, j, 0], color=f"C{k}", label=label)
+    axes[0].axhline(float(r_target[j, 0]), color="k", ls=":", lw=1, label=r"$r_L^*$")
+    axes[1].axhline(float(ss.u[j, 0]), color="k", ls="--", lw=0.8, label="Lemma 1")
+    axes[0].set(xlabel=r"time ($\tau_u$)", ylabel=r"$r_L(t)$", title="output, one sample")
+    axes[1].set(xlabel=r"time ($\tau_u$)", ylabel=r"$u(t)$", title="control")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    for k, (k_d, run) in enumerate(runs.items()):
+        over, settle = overshoot_and_settling(run["t"], run["e"])
+        axes[2].scatter(100 * over, settle, color=f"C{k}", s=18, label=f"$k_d$ = {k_d:g}")
+    axes[2].set(xlabel="overshoot (%)", ylabel=r"2 % settling time ($\tau_u$)", title="per sample")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(fig_dir / f"{NAME}.png", dpi=90)
+    plt.close(fig)
+    print(f"wrote {fig_dir / (NAME + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
