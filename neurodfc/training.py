@@ -512,6 +512,35 @@ def _same_run(saved_json: str, cfg: ExperimentConfig) -> bool:
     return saved == cfg or _resolved(saved) == _resolved(cfg)
 
 
+def load_run(path: str | Path, *, map_location: str | None = None) -> RunResult:
+    """Open a run folder written by :func:`train`: its config and the weights of its last
+    checkpoint rebuilt into a :class:`~neurodfc.system.DFCSystem`, and its ``metrics.nc``.
+
+    Args:
+        path: the run folder (holds ``checkpoint.pt``, ``config.toml``, ``metrics.nc``).
+        map_location: device to load the weights on (default: the config's ``device``).
+
+    Returns:
+        A :class:`RunResult` (``metrics`` loaded into memory, the file closed).
+
+    Raises:
+        RunDirError: the folder holds no checkpoint.
+    """
+    path = Path(path)
+    ckpt_path = path / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise RunDirError(f"{path} holds no run ({CHECKPOINT} not found)")
+    ckpt = torch.load(ckpt_path, map_location=map_location or "cpu", weights_only=False)
+    cfg = ExperimentConfig.model_validate_json(ckpt["config"])
+    if map_location is not None:
+        cfg = cfg.model_copy(update={"device": map_location})
+    system = DFCSystem.from_config(cfg)
+    system.load_state_dict(ckpt["system"])
+    with xr.open_dataset(path / METRICS) as ds:
+        metrics = ds.load()
+    return RunResult(path=path, metrics=metrics, system=system)
+
+
 def train(
     cfg: ExperimentConfig | str | Path,
     out: str | Path,

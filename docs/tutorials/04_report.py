@@ -31,8 +31,7 @@ from neurodfc.analysis import alignment, conditions, stability  # noqa: E402
 from neurodfc.config import load_config  # noqa: E402
 from neurodfc.experiment import load_data  # noqa: E402
 from neurodfc.report import key_numbers, report  # noqa: E402
-from neurodfc.system import DFCSystem  # noqa: E402
-from neurodfc.training import train  # noqa: E402
+from neurodfc.training import load_run, train  # noqa: E402
 
 NAME = "04_report"
 HERE = Path(__file__).resolve().parent
@@ -76,16 +75,6 @@ def train_short_run(out: Path, quick: bool) -> Path:
     return run_dir
 
 
-def load_run(run_dir: Path) -> DFCSystem:
-    """The trained system of a run folder: its config.toml and the weights in checkpoint.pt
-    (``ckpt["system"]`` is the system's ``state_dict``, feedback weights included)."""
-    cfg = load_config(run_dir / "config.toml")
-    system = DFCSystem.from_config(cfg)
-    ckpt = torch.load(run_dir / "checkpoint.pt", map_location=cfg.device, weights_only=False)
-    system.load_state_dict(ckpt["system"])
-    return system
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # the documentation's figures come from the default run; --quick and --from write to --out
@@ -110,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(md.parent / "fig3_panels.png", fig_dir / f"{NAME}_fig3_panels.png")
 
     # ------------------------------------------------------------------ 3. the trained system
-    system = load_run(run_dir)
+    system = load_run(run_dir).system  # config.toml + the weights of checkpoint.pt
     cfg = system.cfg
     data = load_data(cfg)
     # Eigenvalues of dense (N + n_L)-square matrices cost O((N + n_L)^3) per sample: a few

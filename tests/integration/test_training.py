@@ -12,7 +12,7 @@ import xarray as xr
 from neurodfc.cli import main
 from neurodfc.config import ExperimentConfig, load_config
 from neurodfc.methods import Update
-from neurodfc.training import CHECKPOINT, NonFiniteError, RunDirError, train
+from neurodfc.training import CHECKPOINT, NonFiniteError, RunDirError, load_run, train
 from tests.helpers import make_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +83,21 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, m
     np.testing.assert_array_equal(
         full.metrics["test_loss"].values, resumed.metrics["test_loss"].values
     )
+
+
+def test_load_run_rebuilds_the_trained_system_and_its_metrics(tmp_path: Path) -> None:
+    res = train(_toy(epochs=1), tmp_path / "r", quiet=True, log=lambda _: None)
+    again = load_run(tmp_path / "r")
+    assert again.system.cfg == res.system.cfg
+    a, b = res.system.state_dict(), again.system.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    np.testing.assert_array_equal(
+        again.metrics["test_loss"].values, res.metrics["test_loss"].values
+    )
+    with pytest.raises(RunDirError, match="holds no run"):
+        load_run(tmp_path / "nothing")
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:

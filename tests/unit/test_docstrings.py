@@ -169,3 +169,18 @@ def test_exemptions_are_still_needed() -> None:
 )
 def test_mentions_matches_whole_words(doc: str, name: str, expected: bool) -> None:
     assert mentions(doc, name) is expected
+
+
+def test_top_level_names_resolve_to_their_module_objects() -> None:
+    """``import neurodfc as nd``: every exported name is the object of its module (and stays so
+    after the defining modules are imported), subpackages are reachable, unknown names raise."""
+    import neurodfc.report  # noqa: F401  (a submodule import must not shadow an export)
+
+    for name in neurodfc.__all__:
+        obj = getattr(neurodfc, name)
+        module = importlib.import_module(neurodfc._EXPORTS[name])
+        assert obj is getattr(module, name)
+        assert getattr(neurodfc, name) is obj
+    assert neurodfc.analysis.__name__ == "neurodfc.analysis"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = neurodfc.no_such_name  # type: ignore[attr-defined]
