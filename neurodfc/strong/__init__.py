@@ -8,8 +8,8 @@ code github mariacer/strong_dfc).
   (single-phase) methods;
 * :mod:`neurodfc.strong.analysis`: the surrogate ``H = 1/2 |Q u_ss|^2``, its gradient at the
   controlled steady state and the angle of an update to it;
-* :mod:`neurodfc.strong.training`: :func:`~neurodfc.strong.training.train_strong`, a training
-  loop that updates Q from the same simulation as W (import it from there: it sits above
+* :mod:`neurodfc.strong.training`: :func:`~neurodfc.strong.training.train_strong`, training
+  through :func:`neurodfc.training.train` (import it from there: it sits above
   :mod:`neurodfc.training`).
 """
 

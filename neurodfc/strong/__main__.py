@@ -1,5 +1,6 @@
 """``python -m neurodfc.strong CONFIG --out DIR [--set section.field=value ...]``: train a
-Strong-DFC config with :func:`neurodfc.strong.training.train_strong` (logs to stdout)."""
+Strong-DFC config with :func:`neurodfc.strong.training.train_strong` (logs to stdout; the same
+as ``neurodfc train CONFIG --out DIR``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="TOML config (method.name strong_dfc or strong_dfc_single)")
     p.add_argument("--out", default=None, help="folder for config.toml and metrics.nc")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
-    p.add_argument("--progress-every", type=int, default=50, help="log every k batches")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
     args = p.parse_args(argv)
     from neurodfc.strong.training import train_strong
 
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         args.config,
         args.out,
         overrides=args.overrides,
+        resume=args.resume,
         log=log,
-        progress_every=args.progress_every,
     )
     return 0
 

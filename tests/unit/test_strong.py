@@ -423,6 +423,24 @@ def test_train_strong_end_to_end(name: str, tmp_path: Path) -> None:
     assert all(not torch.equal(a, b) for a, b in zip(q0[:-1], q1[:-1], strict=True))
 
 
+def test_train_strong_without_a_folder_and_for_strong_methods_only(tmp_path: Path) -> None:
+    cfg = make_config(
+        [4, 6, 3],
+        fb_init="xavier_normal",
+        sim={"dt": 0.01, "steps": 30},
+        data={"dataset": "random", "n_train": 32, "n_val": 16, "n_test": 16},
+        method={"name": "strong_dfc"},
+        feedback={"learned": True},
+        training={"epochs": 1, "batch_size": 16},
+        feedback_learning={"dt": 0.005, "steps": 10, "tau_ratio": 0.01, "pretrain_epochs": 0},
+    )
+    res = train_strong(cfg, None, log=lambda _: None)
+    assert list(res.metrics.epoch.values) == [1] and not res.path.exists()
+    assert all(math.isfinite(float(w.detach().abs().sum())) for w in res.system.network.W)
+    with pytest.raises(ValueError, match="train_strong trains"):
+        train_strong(cfg, None, overrides=["method.name=dfc_ssa"], log=lambda _: None)
+
+
 # --------------------------------------------------------------------------- analysis
 @pytest.mark.parametrize("name", ["strong_dfc", "strong_dfc_single"])
 def test_analysis_metrics_work_for_strong_methods(name: str) -> None:
