@@ -54,7 +54,7 @@ CONTINUOUS_DFC_SS = [
     "simulation.solver=etdrk4",
     "simulation.rtol=1e-2",
     "simulation.atol=1e-12",
-    "simulation.max_step=0.6",
+    "simulation.max_step=0.5",
 ]
 REFERENCE = ["simulation.solver=euler_reference"]
 # name -> (model file, extra config overrides)
