@@ -129,7 +129,9 @@ class AnalysisLogger:
             parts.append(summarize(st.drop_vars("status", errors="ignore")))
         if "convergence" in cfg.metrics:
             parts.append(summarize(convergence(system, xs, ys, generator=self.generator)))
-        ds = xr.merge(parts, combine_attrs="drop") if parts else xr.Dataset()
+        # keep every variable's long_name / units; the parts' dataset attributes are dropped
+        ds = xr.merge(parts, combine_attrs="drop_conflicts") if parts else xr.Dataset()
+        ds.attrs = {}
         return ds
 
     def log(

@@ -549,6 +549,10 @@ def test_training_logs_metrics_every_interval_without_changing_the_run(tmp_path:
     assert ds["angle_W"].dims == ("step", "reference", "layer")
     assert ds["angle_Q_pinv"].dims == ("step", "gamma")
     assert ds["max_re_eig"].dims == ("step", "matrix")
+    # the variables keep the analysis functions' labels (figure captions read them)
+    for name in ("angle_W", "angle_network", "condition2", "max_re_eig"):
+        assert ds[name].attrs.get("long_name"), name
+    assert ds["angle_W"].attrs.get("units") == "degree"
     # the first log (before any update, first batch: no shuffling) equals a direct measurement
     sys0 = DFCSystem.from_config(on)  # type: ignore[arg-type]
     from neurodfc.experiment import load_data
