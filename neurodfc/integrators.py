@@ -56,6 +56,13 @@ class ContinuousRun:
     steps: int
     rejected: int
     acc_points: int
+    dead: torch.Tensor | None = None
+    """Samples [B] (bool) frozen during the run: their state became non-finite (``overflowed``)
+    or their divergence ratio passed ``freeze_ratio``. A frozen sample keeps its last finite
+    state, leaves the step-size control and contributes nothing to the integrals (None: none
+    frozen)."""
+    overflowed: torch.Tensor | None = None
+    """The frozen samples [B] (bool) whose state became non-finite (None: none)."""
     t_rec: list[float] = field(default_factory=list)
     r_rec: torch.Tensor | None = None
     u_rec: torch.Tensor | None = None
@@ -251,6 +258,8 @@ def integrate(
     max_steps: int = 100_000,
     max_step: float | Callable[[float], float] = math.inf,
     trace: list[tuple[float, float, float]] | None = None,
+    freeze_ratio: float = math.inf,
+    freeze_growth: float = 100.0,
 ) -> ContinuousRun:
     """Integrate the closed loop (and, with ``accumulate``, the rule's time integral) from the
     feedforward state to ``t_max`` with adaptive ETDRK4 (see the module docstring).
@@ -281,6 +290,11 @@ def integrate(
         max_steps: accepted + rejected steps allowed before giving up (RuntimeError).
         max_step: largest step (number or function of t).
         trace: list collecting ``(t, h, error ratio)`` per attempted step.
+        freeze_ratio: a sample whose divergence ratio ``|r_L - (r_L* - alpha u)| / |r_L^-|``
+            exceeds this and ``freeze_growth`` times its initial value is frozen (see
+            :attr:`ContinuousRun.dead`): a diverging sample would otherwise force ever smaller
+            steps on the whole batch. Samples whose state overflows are always frozen.
+        freeze_growth: see ``freeze_ratio``.
 
     Returns:
         A :class:`ContinuousRun`.
@@ -318,11 +332,24 @@ def integrate(
         dprime_ff = [net.act_prime(i, F.v_ff[i]) for i in range(L)]
     fill = 0
     acc_points = 0
+    # samples whose state became non-finite (a diverging sample must not stall the batch)
+    dead = torch.zeros(B, dtype=torch.bool, device=device)
+    overflowed = torch.zeros(B, dtype=torch.bool, device=device)
+    any_dead = False
+    # freeze limit per sample: the ratio must pass freeze_ratio AND grow freeze_growth-fold
+    # over its initial value |e(0)| / |r_L^-| (a far target alone starts with a large ratio)
+    r_ff_norm = torch.linalg.vector_norm(F.r_ff[-1], dim=1)
+    ratio0 = torch.linalg.vector_norm(F.delta, dim=1) / r_ff_norm
+    freeze_at = torch.clamp(freeze_growth * ratio0, min=freeze_ratio) * r_ff_norm
 
     def flush() -> None:
         nonlocal fill
         if fill == 0:
             return
+        if any_dead:  # their sums are dropped (the methods exclude such samples)
+            for i in range(L):
+                Dch[i][:fill, dead] = 0.0
+                R_full[i][:fill, dead] = 0.0
         acc_d1.add_(Dch[0][:fill].sum(0))
         for i in range(1, L):
             Di = Dch[i][:fill].reshape(-1, sizes[i])
@@ -442,10 +469,27 @@ def integrate(
         torch.mul(Nu, co["g1"], out=y2)  # error estimate: ETD2RK - ETDRK4
         y2.addcmul_(ya, co["g2"])
         y2.addcmul_(Nc, co["g3"])
+        if any_dead:
+            y_new[dead] = y[dead]
+            y2[dead] = 0.0
         z_new = block_norms(y_new)
         tol = atol + rtol * torch.maximum(z_n, z_new)
         ratio = block_norms(y2) / tol
         en = float(ratio.max())
+        if not math.isfinite(en):
+            # samples that overflowed: freeze them at their last (finite) state and go on
+            # with the others (rows are independent), instead of shrinking h forever
+            bad = ~(torch.isfinite(y_new).all(1) & torch.isfinite(y2).all(1)) & ~dead
+            if bool(bad.any()):
+                dead |= bad
+                overflowed |= bad
+                any_dead = True
+                y_new[dead] = y[dead]
+                y2[dead] = 0.0
+                z_new = block_norms(y_new)
+                tol = atol + rtol * torch.maximum(z_n, z_new)
+                ratio = block_norms(y2) / tol
+                en = float(ratio.max())
         if not math.isfinite(en):
             en = 1e10
         if trace is not None:
@@ -454,6 +498,14 @@ def integrate(
             F.nonlinear(y_new, Pn_r, Nn)
             if acc:
                 signal(y_new, Pn_d)
+            if math.isfinite(freeze_ratio):
+                # |r_L - (r_L* - alpha u)| / |r_L^-| (the divergence criterion) per sample
+                u_leak = y_new[:, S - F.nL :] if leak == "paper" else F.u
+                far = torch.linalg.vector_norm(F.e - alpha * u_leak, dim=1) > freeze_at
+                far &= ~dead
+                if bool(far.any()):
+                    dead |= far
+                    any_dead = True
             while k_rec < n_rec and rec_t[k_rec] <= t + h + 1e-12:
                 th = min(max((rec_t[k_rec] - t) / h, 0.0), 1.0)
                 f0 = Nu + D * y
@@ -506,4 +558,6 @@ def integrate(
         v_rec=v_rec,
         acc_W=acc_W,
         acc_b=acc_b,
+        dead=dead if any_dead else None,
+        overflowed=overflowed if bool(overflowed.any()) else None,
     )

@@ -90,6 +90,14 @@ class Solution:
         return [STATUS_NAMES[int(s)] for s in self.status]
 
 
+FREEZE_FACTOR = 100.0
+"""The continuous-time solver freezes a sample once its divergence ratio exceeds this multiple
+of ``simulation.divergence_threshold`` and of its own initial value (it is then reported
+``diverged``; one that overflows, ``nonfinite``), so that one diverging sample cannot force ever
+smaller steps on the batch; its integrals are dropped (it contributes nothing, like an excluded
+sample)."""
+
+
 def classify(
     r_out: torch.Tensor,
     r_target: torch.Tensor,
@@ -376,6 +384,8 @@ def _continuous(
         accumulate=accumulate,
         record_times=times,
         record_v=record_v,
+        freeze_ratio=FREEZE_FACTOR * sim.divergence_threshold,
+        freeze_growth=FREEZE_FACTOR,
     )
     assert run.r_rec is not None and run.u_rec is not None
     v_ff, r_ff = net.feedforward(x)
@@ -390,6 +400,10 @@ def _continuous(
         leak=leak,
         sim=sim,
     )
+    if run.dead is not None:  # frozen at their last finite state during the run
+        status[run.dead] = int(Status.DIVERGED)
+        if run.overflowed is not None:
+            status[run.overflowed] = int(Status.NONFINITE)
     accumulator = None
     if accumulate is not None:
         accumulator = Accumulator(W=run.acc_W, b=run.acc_b, count=horizon)

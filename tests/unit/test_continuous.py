@@ -221,3 +221,69 @@ def test_float32_continuous_path_is_accurate_at_paper_sized_targets(act: str) ->
         x, y = random_batch(system, 64, scale=3.0)
         ups[dtype] = get_method("dfc").update(system, x, y).flat().double()
     assert _rel(ups["float32"], ups["float64"]) < 1e-4
+
+
+def _mixed_relu_system() -> tuple[DFCSystem, torch.Tensor, torch.Tensor]:
+    """ReLU net whose closed loop is unstable for sample 0 (active hidden units, Q = -5 W_2^T)
+    and open for sample 1 (all hidden units off and kept off by the feedback: J = 0, the output
+    stays at its bias while u_int settles at e / alpha)."""
+    system = make_system(
+        [3, 4, 2],
+        act="relu",
+        alpha=0.01,
+        k_p=0.0,
+        fb_init="xavier_normal",
+        feedback={"output_identity": False},
+        # t_max = 200; tight tolerances: the batch and the lone run take different steps
+        sim={"solver": "etdrk4", "dt": 0.01, "steps": 20001, "rtol": 1e-9, "atol": 1e-14},
+    )
+    net = system.network
+    with torch.no_grad():
+        net.W[0].fill_(1.0)
+        net.b[0].fill_(-1.0)
+        net.W[1].fill_(0.5)
+        net.b[1].fill_(0.5)
+        net.Q[0].copy_(-5.0 * net.W[1].T)
+        net.Q[1].zero_()
+    x = torch.tensor([[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    return system, x, torch.ones(2, 2, dtype=torch.float64)
+
+
+def test_a_diverging_sample_is_frozen_and_reported_without_stalling_the_batch() -> None:
+    """Before freezing, this batch made the adaptive solver shrink its steps until it raised
+    after 100000 steps. Now: sample 0 is reported diverged, sample 1 ends exactly where it ends
+    when simulated alone (rows are independent), and the DFC update stays finite."""
+    system, x, y = _mixed_relu_system()
+    rt = system.target(x, y)
+    sol = simulate(system, x, rt)
+    assert sol.status_names()[0] == "diverged"
+    alone = simulate(system, x[1:], rt[1:])
+    assert sol.status_names()[1] == alone.status_names()[0]
+    torch.testing.assert_close(sol.u_final[1:], alone.u_final, rtol=1e-6, atol=1e-12)
+    up = get_method("dfc").update(system, x, y)
+    assert all(bool(torch.isfinite(g).all()) for g in up.grad_W)
+    # the reference scheme agrees on the statuses
+    ref = simulate(
+        system, x, rt, sim=system.cfg.simulation.model_copy(update={"solver": "euler_reference"})
+    )
+    assert ref.status_names() == sol.status_names()
+
+
+def test_a_far_target_alone_does_not_freeze_a_sample() -> None:
+    """The freeze needs the divergence ratio to grow 100-fold over its start: a target 1e4 times
+    farther than the output (ratio ~1e4 at t = 0) on a stable loop converges as with the
+    reference scheme."""
+    system = _system("dfc", {"solver": "etdrk4", "dt": DT, "steps": 3001}, k_p=1.0, alpha=0.05)
+    x, y = random_batch(system, 3)
+    rt = system.target(x, y)
+    out = system.network(x).detach()
+    far = out + 1e4 * out.norm(dim=1, keepdim=True) * (rt - out) / (rt - out).norm(
+        dim=1, keepdim=True
+    )
+    sol = simulate(system, x, far)
+    ref = simulate(
+        system, x, far, sim=system.cfg.simulation.model_copy(update={"solver": "euler_reference"})
+    )
+    assert sol.status_names() == ref.status_names()
+    assert "diverged" not in sol.status_names()
+    torch.testing.assert_close(sol.u_final, ref.u_final, rtol=1e-3, atol=0.0)
