@@ -435,7 +435,11 @@ def integrate(
     steps = rejected = 0
     while t < t_max * (1 - 1e-12):
         if steps + rejected >= max_steps:
-            raise RuntimeError(f"continuous solver: more than {max_steps} steps")
+            raise RuntimeError(
+                f"continuous solver: more than {max_steps} steps before t = {t_max:g} (reached "
+                f"t = {t:.4g}, step {h:.3g}); the dynamics are too stiff for 'etdrk4' at these "
+                "tolerances: loosen simulation.rtol or use simulation.solver = 'euler_reference'"
+            )
         h = min(h, max_step(t) if callable(max_step) else max_step)
         if t + h >= t_max * (1 - 1e-12):
             h = t_max - t
