@@ -33,7 +33,14 @@ import torch
 import xarray as xr
 
 from neurodfc.components.target import loss_value
-from neurodfc.config import ExperimentConfig, TrainingConfig, load_config, to_toml
+from neurodfc.config import (
+    ExperimentConfig,
+    FeedbackLearningConfig,
+    SimulationConfig,
+    TrainingConfig,
+    load_config,
+    to_toml,
+)
 from neurodfc.data import DataSplits, Split
 from neurodfc.experiment import load_data
 from neurodfc.methods import Method, feedback_gradients, get_method
@@ -279,8 +286,9 @@ class Trainer:
         """Load the dict ``ckpt`` written by :meth:`checkpoint`."""
         self.system.load_state_dict(ckpt["system"])
         self.opt.load_state_dict(ckpt["opt"])
-        self.fb_opt_init.load_state_dict(ckpt["fb_opt_init"])
-        self.fb_opt.load_state_dict(ckpt["fb_opt"])
+        if self.learn_fb:  # with frozen feedback these optimisers are placeholders
+            self.fb_opt_init.load_state_dict(ckpt["fb_opt_init"])
+            self.fb_opt.load_state_dict(ckpt["fb_opt"])
         self.batch_gen.set_state(ckpt["batch_gen"])
         self.noise_gen.set_state(ckpt["noise_gen"])
         self.state = _State(ckpt["pretrain_done"], ckpt["epochs_done"], list(ckpt["rows"]))
@@ -492,13 +500,22 @@ class Trainer:
 
 
 def _resolved(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg`` with defaults that mean the same run written out (``simulation.steps`` and the
-    solver tolerances), so that a run folder saved before a default changed still resumes."""
+    """``cfg`` as the run sees it, so that a run folder saved before a default changed still
+    resumes: defaults that mean the same run written out (``simulation.steps`` and the solver
+    tolerances), and the sections that cannot act on the run replaced by their defaults
+    (``[feedback_learning]`` with frozen feedback; ``[simulation]`` for a method that does not
+    simulate, when no analysis metrics are logged)."""
     sim = cfg.simulation
     rtol, atol = sim.tolerances
     steps = sim.n_steps if sim.t_max is None else sim.steps
-    sim = sim.model_copy(update={"steps": steps, "rtol": rtol, "atol": atol})
-    return cfg.model_copy(update={"simulation": sim})
+    update: dict[str, Any] = {
+        "simulation": sim.model_copy(update={"steps": steps, "rtol": rtol, "atol": atol})
+    }
+    if not cfg.feedback.learned:
+        update["feedback_learning"] = FeedbackLearningConfig()
+    if not get_method(cfg.method.name).simulates and cfg.analysis.log_interval == 0:
+        update["simulation"] = SimulationConfig()
+    return cfg.model_copy(update=update)
 
 
 def _same_run(saved_json: str, cfg: ExperimentConfig) -> bool:

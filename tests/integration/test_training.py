@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,13 +113,13 @@ def test_resume_accepts_a_config_whose_defaults_resolve_to_the_saved_values(
 ) -> None:
     """A run saved with the defaults written out (steps, tolerances) resumes under a config that
     leaves them at None, and vice versa; a real difference is still refused."""
-    base = _toy(epochs=1)
+    base = _toy("dfc", epochs=1)  # a simulating method: its [simulation] section acts
     rtol, atol = base.simulation.tolerances
     explicit = base.model_copy(
         update={"simulation": base.simulation.model_copy(update={"rtol": rtol, "atol": atol})}
     )
     train(explicit, tmp_path / "r", quiet=True, log=lambda _: None)
-    again = _toy(epochs=2)
+    again = _toy("dfc", epochs=2)
     assert again.simulation.rtol is None and again != explicit
     train(again, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
     tighter = again.model_copy(
@@ -126,6 +127,49 @@ def test_resume_accepts_a_config_whose_defaults_resolve_to_the_saved_values(
     )
     with pytest.raises(RunDirError, match="different config"):
         train(tighter, tmp_path / "r", resume=True, quiet=True, log=lambda _: None)
+
+
+def test_resume_ignores_sections_that_cannot_act_on_the_run(tmp_path: Path) -> None:
+    """Frozen feedback: [feedback_learning] is inert, so a run resumes under other sleep-phase
+    settings and ends as the uninterrupted run; learned feedback: the same change is refused.
+    A method that does not simulate (no analysis logging): [simulation] is inert."""
+    fl_other = {"lr": 0.5, "optimizer": "adam", "steps": 12}
+
+    def fixed(epochs: int, **fl: Any) -> ExperimentConfig:
+        cfg = _toy(learned=False, epochs=epochs)
+        return cfg.model_copy(
+            update={"feedback_learning": cfg.feedback_learning.model_copy(update=fl)}
+        )
+
+    full = train(fixed(2), tmp_path / "full", quiet=True, log=lambda _: None)
+    train(fixed(1), tmp_path / "part", quiet=True, log=lambda _: None)
+    resumed = train(
+        fixed(2, **fl_other), tmp_path / "part", resume=True, quiet=True, log=lambda _: None
+    )
+    for a, b in zip(full.system.network.W, resumed.system.network.W, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    train(_toy(epochs=1), tmp_path / "learned", quiet=True, log=lambda _: None)
+    learned = _toy(epochs=2)
+    learned = learned.model_copy(
+        update={"feedback_learning": learned.feedback_learning.model_copy(update=fl_other)}
+    )
+    with pytest.raises(RunDirError, match="different config"):
+        train(learned, tmp_path / "learned", resume=True, quiet=True, log=lambda _: None)
+    bp = make_config(
+        [6, 8, 3],
+        reduction="mean",
+        data={"dataset": "teacher_student", "n_train": 64, "n_val": 32, "n_test": 32},
+        method={"name": "bp"},
+        training={"epochs": 1, "batch_size": 32},
+    )
+    train(bp, tmp_path / "bp", quiet=True, log=lambda _: None)
+    bp2 = bp.model_copy(
+        update={
+            "training": bp.training.model_copy(update={"epochs": 2}),
+            "simulation": bp.simulation.model_copy(update={"dt": 0.005, "solver": "etdrk4"}),
+        }
+    )
+    train(bp2, tmp_path / "bp", resume=True, quiet=True, log=lambda _: None)
 
 
 def test_nonfinite_update_stops_without_touching_the_last_checkpoint(
