@@ -105,7 +105,6 @@ class _Field:
         leak: str,
         apical_tau: float | None,
     ) -> None:
-        self.net = net
         self.L = L = net.depth
         self.sizes = sizes = net.sizes[1:]
         self.N = N = sum(sizes)
@@ -123,7 +122,6 @@ class _Field:
         dtype, device = x.dtype, x.device
         inv = 1.0 / tau_ratio
         self.W = [w.detach() for w in net.W]
-        self.bias = [b.detach() for b in net.b] if net.has_bias else [None] * L
         # 1/tau_ratio folded into the products: vbs = (W r + b)/tau_ratio
         self.Wt_s = [(w * inv).t().contiguous() for w in self.W]
         Q = [q.detach() for q in net.Q]
@@ -412,6 +410,18 @@ def integrate(
 
     z_n = torch.zeros(n_blocks, dtype=dtype, device=device)
 
+    def step_error(
+        y: torch.Tensor, y_new: torch.Tensor, y2: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:
+        """Block norms of the deviation ``y_new`` and the step's error ratio (<= 1: accept);
+        the frozen samples' rows are held at ``y`` and kept out of the error estimate ``y2``."""
+        if any_dead:
+            y_new[dead] = y[dead]
+            y2[dead] = 0.0
+        z_new = block_norms(y_new)
+        ratio = block_norms(y2) / (atol + rtol * torch.maximum(z_n, z_new))
+        return z_new, float(ratio.max())
+
     rec_t = sorted(record_times or [])
     n_rec = len(rec_t)
     r_rec = buf(n_rec, B, sizes[-1])
@@ -473,13 +483,7 @@ def integrate(
         torch.mul(Nu, co["g1"], out=y2)  # error estimate: ETD2RK - ETDRK4
         y2.addcmul_(ya, co["g2"])
         y2.addcmul_(Nc, co["g3"])
-        if any_dead:
-            y_new[dead] = y[dead]
-            y2[dead] = 0.0
-        z_new = block_norms(y_new)
-        tol = atol + rtol * torch.maximum(z_n, z_new)
-        ratio = block_norms(y2) / tol
-        en = float(ratio.max())
+        z_new, en = step_error(y, y_new, y2)
         if not math.isfinite(en):
             # samples that overflowed: freeze them at their last (finite) state and go on
             # with the others (rows are independent), instead of shrinking h forever
@@ -488,12 +492,7 @@ def integrate(
                 dead |= bad
                 overflowed |= bad
                 any_dead = True
-                y_new[dead] = y[dead]
-                y2[dead] = 0.0
-                z_new = block_norms(y_new)
-                tol = atol + rtol * torch.maximum(z_n, z_new)
-                ratio = block_norms(y2) / tol
-                en = float(ratio.max())
+                z_new, en = step_error(y, y_new, y2)
         if not math.isfinite(en):
             en = 1e10
         if trace is not None:
