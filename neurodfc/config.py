@@ -237,10 +237,13 @@ class LossConfig(_Section):
     """Loss L: mean squared error, or softmax cross-entropy on a linear output."""
     lam: float = Field(default=0.05, gt=0)
     """Target step size ``lambda`` (the reference code's target_stepsize)."""
-    reduction: Literal["mean", "sum"] = "mean"
+    reduction: Literal["mean", "sum", "sum_of_sample_means"] = "mean"
     """Which loss is differentiated for the target: ``mean`` = PyTorch's batch mean (the
-    reference code; per-sample step lam/B, and lam/(B n_L) for MSE), ``sum`` = batch sum
-    (Strong-DFC code; per-sample step lam, MSE summed over units)."""
+    reference code; per-sample step lam/B, and lam/(B n_L) for MSE); ``sum`` = the sum over
+    batch and (MSE) output units (per-sample step lam; MSE gradient ``2 (r - y)``);
+    ``sum_of_sample_means`` = B times PyTorch's mean, i.e. each sample's loss (MSE: its mean
+    over the n_L units) summed over the batch: the Strong-DFC code's ``B * nn.MSELoss()``
+    (MSE gradient ``2 (r - y) / n_L``; cross-entropy: the same as ``sum``)."""
 
 
 class DataConfig(_Section):
@@ -364,7 +367,7 @@ class FeedbackLearningConfig(_Section):
 
 
 # --- analysis logging (issue 4: analysis layer) -------------------------------------------
-AnalysisMetric = Literal["alignment", "conditions", "stability", "convergence"]
+AnalysisMetric = Literal["alignment", "conditions", "stability", "convergence", "nullspace"]
 AlignmentReference = Literal["bp", "gn", "mn", "ssa"]
 
 
@@ -386,9 +389,21 @@ class AnalysisConfig(_Section):
     metrics: list[AnalysisMetric] = Field(default_factory=_default_metrics)
     """Which metric groups to log: ``alignment`` (angles of the update against BP, GN, MN,
     DFC-SSA), ``conditions`` (Conditions 1-3, feedback alignment), ``stability`` (max real
-    eigenvalues of the A matrices), ``convergence`` (status, settling time, decay rate)."""
+    eigenvalues of the A matrices), ``convergence`` (status, settling time, decay rate),
+    ``nullspace`` (per layer, the relative norm of the weight update's component in the null
+    space of ``d r_L / d W_i``; reference: save_nullspace_norm_ratio)."""
     against: list[AlignmentReference] = Field(default_factory=_default_references)
     """References of the alignment angles."""
+    mn_rule: Literal["auto", "nonlinear_difference", "voltage_difference"] = "auto"
+    """How the MN reference turns ``dv = J^T (J J^T + gamma I)^-1 dL/dr_L`` into a weight
+    update: ``nonlinear_difference`` = ``mean_b [phi(v^- + dv) - phi(v^-)] r^-T``,
+    ``voltage_difference`` = ``mean_b dv r^-T``; ``auto`` = as the reference code, which uses
+    the nonlinear one exactly when ``method.rule = "nonlinear_difference"`` (every paper
+    config) and the voltage difference otherwise."""
+    ssa_rates: Literal["simulated", "analytic"] = "simulated"
+    """Presynaptic rates of the SSA reference (Lemma-1 ``dv``): ``simulated`` = the simulated
+    end state's rates (the reference code's NDI angle; excluded samples keep the feedforward
+    rates), ``analytic`` = the Lemma-1 rates (the DFC-SSA update itself)."""
     gamma: float = Field(default=0.1, ge=0)
     """Damping ``gamma`` of the GN and MN reference updates (reference: gn_damping)."""
     gammas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 1.0])
@@ -413,10 +428,11 @@ class StrongConfig(_Section):
     github mariacer/strong_dfc); read by the ``strong_dfc`` (two-phase) and
     ``strong_dfc_single`` (single-phase) methods, ignored by every other method.
 
-    Loss convention: the successor differentiates the batch SUM of the loss for a nudged target,
-    i.e. ``loss.reduction = "sum"`` here; its ``target_stepsize`` values are therefore not
-    comparable with the original DFC code's ``lam`` (batch mean). With ``target = "label"``
-    ``loss.lam`` is unused."""
+    Loss convention: for a nudged target the successor differentiates ``B`` times PyTorch's
+    batch-mean loss, i.e. ``loss.reduction = "sum_of_sample_means"`` here (for the
+    cross-entropy the same as ``"sum"``; for MSE ``"sum"`` would be n_L times larger); its
+    ``target_stepsize`` values are therefore not comparable with the original DFC code's ``lam``
+    (batch mean). With ``target = "label"`` ``loss.lam`` and the reduction are unused."""
 
     target: Literal["label", "nudged"] = "label"
     """Output target ``r_L*``: ``label`` = strong feedback, the label itself (soft one-hot for
@@ -445,6 +461,12 @@ class StrongConfig(_Section):
     layer_scaling: bool = True
     """Scale the feedback update of layer i by ``(1 + tau_v/tau_eps)^(L-i)`` (successor:
     scaling_fb_updates)."""
+    layer_scaling_tau: Literal["phase", "forward"] = "phase"
+    """``tau_v`` of the layer factor in a feedback-only (sleep / pre-training) phase: ``phase``
+    = that phase's own ``feedback_learning.tau_ratio``; ``forward`` = ``controller.tau_ratio``
+    (the successor's single-phase pre-training, through its ``getattr`` default; its two-phase
+    sleep uses the phase's own). Updates from the forward simulation always use the forward
+    ``tau_ratio``."""
     sleep_target: Literal["label", "feedforward"] = "label"
     """Target of the feedback-only (sleep / pre-training) phase: ``label`` = the forward phase's
     target (the label under strong feedback, as the successor) or ``feedforward`` = the
