@@ -79,8 +79,6 @@ class DFCNetwork(nn.Module):
         weights = [w.detach() for w in self.W]
         blocks = None
         if fb.init == "jacobian_transpose":
-            from neurodfc.system import jacobian  # local import: system builds on network
-
             x0 = torch.zeros(1, cfg.sizes[0], dtype=dtype, device=device)
             v0, _ = self.feedforward(x0)
             blocks = self.split_units(jacobian(self, v0)[0], dim=1)
@@ -160,3 +158,17 @@ class DFCNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network output ``r_L`` [B, n_L] of the inputs ``x`` [B, n_0]."""
         return self.feedforward(x)[1][-1]
+
+
+def jacobian(network: DFCNetwork, v: list[torch.Tensor]) -> torch.Tensor:
+    """``J = d r_L / d v`` [B, n_L, N] of ``network`` at voltages ``v`` (per layer [B, n_i]).
+
+    Analytic layer recursion, batched: ``J_L = diag(phi_L'(v_L))``,
+    ``J_i = J_{i+1} W_{i+1} diag(phi_i'(v_i))``.
+    """
+    L = network.depth
+    d = [network.act_prime(i, v[i]) for i in range(L)]
+    blocks: list[torch.Tensor] = [torch.diag_embed(d[-1])]
+    for i in range(L - 2, -1, -1):
+        blocks.insert(0, (blocks[0] @ network.W[i + 1]) * d[i].unsqueeze(1))
+    return torch.cat(blocks, dim=2)

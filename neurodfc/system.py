@@ -15,7 +15,7 @@ from torch import nn
 from neurodfc.components.controller import Controller, PIController
 from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
-from neurodfc.network import DTYPES, DFCNetwork
+from neurodfc.network import DTYPES, DFCNetwork, jacobian  # jacobian: defined with the network
 
 
 class DFCSystem(nn.Module):
@@ -66,20 +66,6 @@ class DFCSystem(nn.Module):
 
 
 # --------------------------------------------------------------------------- linear algebra
-def jacobian(network: DFCNetwork, v: list[torch.Tensor]) -> torch.Tensor:
-    """``J = d r_L / d v`` [B, n_L, N] of ``network`` at voltages ``v`` (per layer [B, n_i]).
-
-    Analytic layer recursion, batched: ``J_L = diag(phi_L'(v_L))``,
-    ``J_i = J_{i+1} W_{i+1} diag(phi_i'(v_i))``.
-    """
-    L = network.depth
-    d = [network.act_prime(i, v[i]) for i in range(L)]
-    blocks: list[torch.Tensor] = [torch.diag_embed(d[-1])]
-    for i in range(L - 2, -1, -1):
-        blocks.insert(0, (blocks[0] @ network.W[i + 1]) * d[i].unsqueeze(1))
-    return torch.cat(blocks, dim=2)
-
-
 @dataclass(frozen=True)
 class SteadyState:
     """Lemma-1 steady state of a batch: ``u`` [B, n_L], ``dv`` per layer [B, n_i] (= Q_i u),

@@ -15,7 +15,7 @@ def min_norm_dv(J: torch.Tensor, delta: torch.Tensor, gamma: float) -> torch.Ten
     """The damped minimum-norm voltage change ``J^T (J J^T + gamma I)^-1 delta``.
 
     Args:
-        J: output Jacobians ``d r_L / d v`` [B, n_L, N] (:func:`neurodfc.system.jacobian`).
+        J: output Jacobians ``d r_L / d v`` [B, n_L, N] (:func:`neurodfc.network.jacobian`).
         delta: output errors ``delta_L = r_L* - r_L^-`` [B, n_L].
         gamma: damping >= 0 (``gamma = 0`` needs ``J`` of full row rank).
 
