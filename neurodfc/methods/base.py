@@ -1,4 +1,8 @@
-"""The common interface of learning methods: a batch in, forward-weight gradients out."""
+"""The common interface of learning methods: a batch in, forward-weight gradients out.
+
+A method declares what it can do in its :class:`Capabilities` (a frozen class attribute); the
+training loop reads them instead of probing the method's attributes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,45 @@ import torch
 
 from neurodfc.system import DFCSystem
 
+__all__ = ["Capabilities", "Method", "Update"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a learning method does besides returning forward-weight gradients.
+
+    Attributes:
+        simulates: :meth:`Method.update` simulates the closed loop, so its :class:`Update`
+            carries the per-sample ``status``.
+        own_sleep_phase: the method brings its own feedback-learning rule,
+            :meth:`Method.feedback_gradients` (Strong-DFC); otherwise the training loop's sleep
+            phase is DFC's (:func:`neurodfc.methods.feedback_learning.feedback_gradients`).
+            The Strong-DFC clipping option ``strong.feedback_clip`` applies to such methods.
+        feedback_in_update: :meth:`Method.update` also returns the feedback gradients
+            ``Update.grad_Q`` from the same simulation (learned output feedback).
+        single_phase: no separate sleep phase before each epoch's forward pass: the feedback
+            weights learn from ``Update.grad_Q`` (pre-training and extra feedback epochs
+            still use the sleep phase). Requires ``feedback_in_update``.
+
+    Examples:
+        >>> Capabilities(simulates=True).single_phase
+        False
+        >>> Capabilities(single_phase=True, feedback_in_update=True).simulates
+        False
+    """
+
+    simulates: bool = False
+    own_sleep_phase: bool = False
+    feedback_in_update: bool = False
+    single_phase: bool = False
+
+    def __post_init__(self) -> None:
+        if self.single_phase and not self.feedback_in_update:
+            raise ValueError(
+                "Capabilities: single_phase = True needs feedback_in_update = True (the "
+                "feedback weights of a single-phase method learn from its update's grad_Q)"
+            )
+
 
 @dataclass
 class Update:
@@ -18,7 +61,10 @@ class Update:
     ``grad_W[i]`` [n_i, n_{i-1}] and ``grad_b[i]`` [n_i] follow PyTorch's sign convention: the
     optimiser subtracts them (``W <- W - lr grad``). ``loss`` is the batch loss of the
     feedforward pass; ``output`` the feedforward output ``r_L^-`` [B, n_L]; ``status`` the
-    per-sample :class:`~neurodfc.solve.Status` for simulated methods (else None).
+    per-sample :class:`~neurodfc.solve.Status` for simulated methods (else None);
+    ``grad_Q[i]`` [n_i, n_L] the feedback gradients of every layer from the same simulation
+    (only methods whose :class:`Capabilities` have ``feedback_in_update``; empty otherwise),
+    in the same sign convention (``Q <- Q - lr grad``); ``info`` cheap diagnostics by name.
     """
 
     grad_W: list[torch.Tensor]
@@ -27,6 +73,7 @@ class Update:
     output: torch.Tensor
     status: torch.Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
+    grad_Q: list[torch.Tensor] = field(default_factory=list)
 
     def flat(self, include_bias: bool = True) -> torch.Tensor:
         """All gradients concatenated into one vector (layer order, W then b per layer).
@@ -52,9 +99,10 @@ class Update:
         return torch.cat(parts)
 
     def is_finite(self) -> bool:
-        """Whether the loss and every gradient are finite."""
+        """Whether the loss and every gradient (forward and feedback) are finite."""
         ok = bool(torch.isfinite(self.loss).all())
-        return ok and all(bool(torch.isfinite(g).all()) for g in [*self.grad_W, *self.grad_b])
+        grads = [*self.grad_W, *self.grad_b, *self.grad_Q]
+        return ok and all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 class Method(ABC):
@@ -62,13 +110,17 @@ class Method(ABC):
     system's config (``system.cfg.method``, ``.loss``, ``.simulation`` ...) and never change
     the weights themselves.
 
-    Class attributes: ``name`` (the config's ``method.name``) and ``simulates`` (whether
-    :meth:`update` simulates the closed loop, so that its :class:`Update` carries a
-    ``status``).
+    Class attributes: ``name`` (the config's ``method.name``) and ``capabilities`` (what the
+    method does besides forward gradients, see :class:`Capabilities`; default: nothing).
     """
 
     name: ClassVar[str]
-    simulates: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @property
+    def simulates(self) -> bool:
+        """Whether :meth:`update` simulates the closed loop (``capabilities.simulates``)."""
+        return self.capabilities.simulates
 
     @abstractmethod
     def update(
@@ -92,3 +144,30 @@ class Method(ABC):
         Returns:
             The :class:`Update` (PyTorch's sign convention: ``W <- W - lr grad_W``).
         """
+
+    def feedback_gradients(
+        self,
+        system: DFCSystem,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """The method's own sleep-phase feedback gradients ``grad Q_i`` [n_i, n_L] per layer.
+
+        Only methods whose capabilities have ``own_sleep_phase`` implement it; the others
+        learn their feedback with DFC's sleep phase
+        (:func:`neurodfc.methods.feedback_learning.feedback_gradients`).
+
+        Args:
+            system: the DFC system; never modified.
+            x: inputs [B, n_0].
+            y: labels [B] or regression targets [B, n_L].
+            generator: random generator of the sleep-phase noise.
+
+        Raises:
+            NotImplementedError: for a method without ``own_sleep_phase``.
+        """
+        raise NotImplementedError(
+            f"method {self.name!r} has no sleep phase of its own (capabilities.own_sleep_phase "
+            "is False); use neurodfc.methods.feedback_learning.feedback_gradients"
+        )

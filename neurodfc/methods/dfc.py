@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from neurodfc.components.target import loss_value
-from neurodfc.methods.base import Method, Update
+from neurodfc.methods.base import Capabilities, Method, Update
 from neurodfc.methods.rules import bias_gradients, steady_state_gradients
 from neurodfc.solve import Solution, Status, simulate
 from neurodfc.system import DFCSystem
@@ -49,7 +49,7 @@ class DFCSS(Method):
     the last step (the reference code's efficient controller)."""
 
     name = "dfc_ss"
-    simulates = True
+    capabilities = Capabilities(simulates=True)
 
     def update(
         self,
@@ -103,7 +103,7 @@ class DFC(Method):
     """
 
     name = "dfc"
-    simulates = True
+    capabilities = Capabilities(simulates=True)
 
     def update(
         self,

@@ -13,9 +13,6 @@ code github mariacer/strong_dfc).
   :mod:`neurodfc.training`).
 """
 
-# neurodfc.methods first: it registers the strong methods and imports neurodfc.strong.methods,
-# which needs neurodfc.methods.base (importing in the other order would be circular)
-import neurodfc.methods  # noqa: F401
 from neurodfc.strong.dynamics import (
     LowPass,
     StrongDynamics,

@@ -22,14 +22,13 @@ with ``u_f`` the (high-pass filtered) control, ``sigma_i`` the noise std of laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 
 from neurodfc.components.target import loss_value, output_target
 from neurodfc.config import ExperimentConfig
-from neurodfc.methods.base import Method, Update
+from neurodfc.methods.base import Capabilities, Method, Update
 from neurodfc.methods.rules import steady_state_gradients
 from neurodfc.network import DFCNetwork
 from neurodfc.strong.dynamics import (
@@ -44,14 +43,9 @@ from neurodfc.system import DFCSystem
 
 @dataclass
 class StrongUpdate(Update):
-    """An :class:`~neurodfc.methods.base.Update` plus the feedback gradients ``grad_Q[i]``
-    [n_i, n_L] of every layer from the same simulation (empty for two-phase methods)."""
-
-    grad_Q: list[torch.Tensor] = field(default_factory=list)
-
-    def is_finite(self) -> bool:
-        """Whether the loss and every forward and feedback gradient are finite."""
-        return super().is_finite() and all(bool(torch.isfinite(g).all()) for g in self.grad_Q)
+    """The :class:`~neurodfc.methods.base.Update` of a Strong-DFC method: its ``grad_Q[i]``
+    [n_i, n_L] holds the feedback gradients of every layer from the same simulation in the
+    single-phase method (empty for the two-phase method)."""
 
 
 # --------------------------------------------------------------------------- targets
@@ -223,9 +217,12 @@ class StrongDFC(Method):
     step (``strong.update``); the feedback weights learn in a separate sleep phase."""
 
     name = "strong_dfc"
-    simulates = True
-    single_phase: ClassVar[bool] = False
-    """Whether :meth:`update` also returns ``grad_Q`` (one phase for both weights)."""
+    capabilities = Capabilities(simulates=True, own_sleep_phase=True)
+
+    @property
+    def single_phase(self) -> bool:
+        """Whether :meth:`update` also returns ``grad_Q`` (``capabilities.single_phase``)."""
+        return self.capabilities.single_phase
 
     def update(
         self,
@@ -316,4 +313,6 @@ class StrongDFCSingle(StrongDFC):
     scaling); :meth:`feedback_gradients` is the feedback-only pre-training phase."""
 
     name = "strong_dfc_single"
-    single_phase = True
+    capabilities = Capabilities(
+        simulates=True, own_sleep_phase=True, feedback_in_update=True, single_phase=True
+    )
