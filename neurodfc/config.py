@@ -320,6 +320,9 @@ class TrainingConfig(_Section):
     ``global``: the norm of all forward gradients together."""
     shuffle: bool = True
     """Reshuffle the training set every epoch (seeded)."""
+    max_bad_fraction: float = Field(default=0.5, ge=0, lt=1)
+    """Stop the run (exit status 1) when more than this share of an epoch's simulated samples
+    were non-finite or diverged; 0 stops at the first bad sample. The epoch is not saved."""
 
 
 class FeedbackLearningConfig(_Section):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from neurodfc.runs.files import atomic_write
 from neurodfc.solve import STATUS_NAMES, Solution
 from neurodfc.system import DFCSystem, SteadyState
 
@@ -129,23 +128,21 @@ def config_of(ds: xr.Dataset) -> dict[str, object]:
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to the netCDF file ``path`` atomically.
 
-    The Dataset is written to a temporary file in the same folder (created if missing), then
-    renamed over ``path``, so a reader never sees a partial file.
+    The Dataset is written to a temporary file in the same folder (created if missing),
+    flushed to disk and renamed over ``path`` (:func:`neurodfc.runs.files.atomic_write`), so a
+    reader never sees a partial file and a failed write leaves a previous file intact.
+
+    Args:
+        ds: the Dataset.
+        path: the target file.
 
     Returns:
         ``path`` as a ``Path``.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         ds.to_netcdf(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; follow the umask like open()
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+
+    return atomic_write(p, write)

@@ -13,6 +13,7 @@ import xarray as xr
 from neurodfc.cli import main
 from neurodfc.config import ExperimentConfig, load_config
 from neurodfc.methods import Update
+from neurodfc.runs.checkpoint import read_checkpoint
 from neurodfc.training import CHECKPOINT, NonFiniteError, RunDirError, load_run, train
 from tests.helpers import make_config
 
@@ -44,7 +45,7 @@ def _toy(method: str = "dfc_ssa", learned: bool = True, epochs: int = 2) -> Expe
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = torch.load(run / CHECKPOINT, weights_only=False)["system"]
+    state: dict[str, torch.Tensor] = read_checkpoint(run / CHECKPOINT)["system"]
     return state
 
 
