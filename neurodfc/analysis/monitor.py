@@ -8,9 +8,11 @@ stacks them along dim ``step`` (the global minibatch index, 0-based, counted ove
 passes) with coords ``step_epoch`` (1-based epoch) and ``step_batch`` (index within the
 epoch) along ``step``; the trainer merges it into ``metrics.nc``.
 
-The alignment angles use the update as handed to the optimiser (after gradient clipping, as
-the reference code's angles) and the whole minibatch; the other groups use the first
-``max_samples`` samples. Nothing here draws from the trainer's random generators.
+The alignment angles and the null-space measure use the update as handed to the optimiser
+(after gradient clipping, as the reference code's) and the whole minibatch; the other groups
+use the first ``max_samples`` samples. The MN and SSA definitions (``mn_rule``, ``ssa_rates``)
+are stored in the angle variables' attributes. Nothing here draws from the trainer's random
+generators (the SSA reference's simulation, with apical noise, draws from the logger's own).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import xarray as xr
 from neurodfc.analysis.alignment import alignment
 from neurodfc.analysis.conditions import conditions
 from neurodfc.analysis.convergence import convergence
+from neurodfc.analysis.nullspace import nullspace
 from neurodfc.analysis.stability import stability
 from neurodfc.config import AnalysisConfig
 from neurodfc.methods import Method, Update
@@ -107,18 +110,24 @@ class AnalysisLogger:
         n = x.shape[0] if cfg.max_samples is None else min(cfg.max_samples, x.shape[0])
         xs, ys = x[:n], y[:n]
         parts: list[xr.Dataset] = []
+        if update is None and ("alignment" in cfg.metrics or "nullspace" in cfg.metrics):
+            update = self.method.update(system, x, y, generator=self.generator)
         if "alignment" in cfg.metrics:
             parts.append(
                 alignment(
                     system,
                     x,
                     y,
-                    self.method if update is None else update,
+                    update,
                     against=cfg.against,
                     gamma=cfg.gamma,
+                    mn_rule=cfg.mn_rule,
+                    ssa_rates=cfg.ssa_rates,
                     generator=self.generator,
                 )
             )
+        if "nullspace" in cfg.metrics and update is not None:
+            parts.append(nullspace(system, x, update.grad_W))
         if "conditions" in cfg.metrics:
             parts.append(summarize(conditions(system, xs, ys, gammas=cfg.gammas)))
         if "stability" in cfg.metrics:

@@ -27,10 +27,15 @@ from neurodfc.analysis import (
     batched_angle,
     conditions,
     convergence,
+    mn_update,
+    nullspace,
+    nullspace_ratio_layers,
+    resolve_mn_rule,
+    ssa_update,
     stability,
     summarize,
 )
-from neurodfc.methods import Update, get_method
+from neurodfc.methods import BP, Update, get_method
 from neurodfc.results import write_netcdf
 from neurodfc.solve import Status, simulate
 from neurodfc.system import DFCSystem
@@ -221,7 +226,10 @@ def test_alignment_of_a_given_update_matches_per_sample_references(
     system = make_system([4, 6, 5, 3], seed=2, alpha=0.02, fb_init="xavier_normal")
     x, y = random_batch(system, 5)
     up = _random_update(system, 11)
-    ds = alignment(system, x, y, up, gamma=gamma)
+    # the oracle builds the voltage-difference MN and the DFC-SSA (Lemma-1 rates) references
+    ds = alignment(
+        system, x, y, up, gamma=gamma, mn_rule="voltage_difference", ssa_rates="analytic"
+    )
     refs = _oracle_references(system, x, y, gamma)
     mine = [t for i in range(3) for t in (up.grad_W[i], up.grad_b[i])]
     for name, ref in refs.items():
@@ -255,7 +263,7 @@ def test_alignment_by_method_name_equals_its_precomputed_update() -> None:
     # the default method is the config's
     xr.testing.assert_allclose(alignment(system, x, y).drop_attrs(), by_name.drop_attrs())
     # DFC-SSA is aligned with itself, BP is not (the other references differ from BP)
-    ssa = alignment(system, x, y, "dfc_ssa", against=["ssa", "bp"])
+    ssa = alignment(system, x, y, "dfc_ssa", against=["ssa", "bp"], ssa_rates="analytic")
     assert float(ssa["angle_network"].sel(reference="ssa")) < 1e-5
     bp = alignment(system, x, y, "bp", against=["bp"])
     assert float(bp["angle_network"].sel(reference="bp")) < 1e-5
@@ -530,7 +538,9 @@ def test_training_logs_nothing_by_default(tmp_path: Path) -> None:
 
 
 def test_training_logs_metrics_every_interval_without_changing_the_run(tmp_path: Path) -> None:
-    on = _tiny_run_config(log_interval=2, metrics=["alignment", "conditions", "stability"])
+    on = _tiny_run_config(
+        log_interval=2, metrics=["alignment", "conditions", "stability"], ssa_rates="analytic"
+    )
     off = _tiny_run_config()
     r_on = train(on, tmp_path / "on", quiet=True, log=lambda s: None)  # type: ignore[arg-type]
     r_off = train(off, tmp_path / "off", quiet=True, log=lambda s: None)  # type: ignore[arg-type]
@@ -565,7 +575,7 @@ def test_training_logs_metrics_every_interval_without_changing_the_run(tmp_path:
     assert float(ds["stability_measure"][0]) == pytest.approx(
         float(st_["stability_measure"].mean()), rel=1e-12
     )
-    al = alignment(sys0, xb, yb, "dfc_ssa")
+    al = alignment(sys0, xb, yb, "dfc_ssa", ssa_rates="analytic")
     # clipping (norm 1 per parameter) changes the whole-network angle but not per-layer W ones
     np.testing.assert_allclose(ds["angle_W"][0].values, al["angle_W"].values, atol=1e-8)
     assert float(ds["angle_network"].sel(reference="ssa")[0]) < 1e-5
@@ -604,3 +614,228 @@ def test_logged_metrics_survive_a_resume(tmp_path: Path) -> None:
         resumed.metrics.drop_vars("wall_time"), straight.metrics.drop_vars("wall_time")
     )
     assert resumed.metrics.sizes["step"] == 4
+
+
+# ------------------------------------------------- issue 16: MN / SSA definitions, null space
+def _oracle_g(o: Oracle, x: T, y: T, reduction: str, batch: int) -> T:
+    """dL/dr_L of ONE sample for the MSE: 2 (r - y), divided by B n_L for the batch mean."""
+    out = o.forward(x)[1][-1]
+    g = 2.0 * (out - y)
+    return g / (batch * out.shape[0]) if reduction == "mean" else g
+
+
+def _oracle_mn(system: DFCSystem, x: T, y: T, gamma: float, rule: str) -> list[T]:
+    """The MN reference by an explicit per-sample loop: dv = J^T (J J^T + gamma I)^-1 g,
+    then mean_b [phi(v + dv) - phi(v)] r^T (or dv r^T), bias: the batch mean."""
+    o = Oracle(system)
+    B = x.shape[0]
+    mW = [torch.zeros_like(w) for w in o.W]
+    mb = [torch.zeros_like(b) for b in o.b]
+    for k in range(B):
+        J = o.J(x[k])
+        g = _oracle_g(o, x[k], y[k], system.cfg.loss.reduction, B)
+        dv = J.T @ torch.linalg.solve(J @ J.T + gamma * torch.eye(J.shape[0], dtype=x.dtype), g)
+        v, r = o.forward(x[k])
+        prev = [x[k], *r[:-1]]
+        for i, d in enumerate(o.split(dv)):
+            if rule == "nonlinear_difference":
+                d = o.phi(i, v[i] + d) - o.phi(i, v[i])
+            mW[i] += torch.outer(d, prev[i]) / B
+            mb[i] += d / B
+    return [t for i in range(o.L) for t in (mW[i], mb[i])]
+
+
+def _flat_pairs(up: Update) -> list[T]:
+    return [t for w, b in zip(up.grad_W, up.grad_b, strict=True) for t in (w, b)]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3])
+@pytest.mark.parametrize("rule", ["nonlinear_difference", "voltage_difference"])
+def test_mn_reference_matches_a_per_sample_loop(reduction: str, gamma: float, rule: str) -> None:
+    system = make_system([4, 6, 5, 3], seed=2, fb_init="xavier_normal", reduction=reduction)
+    x, y = random_batch(system, 5, scale=3.0)
+    got = _flat_pairs(mn_update(system, x, y, gamma, rule))
+    want = _oracle_mn(system, x, y, gamma, rule)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    # the angle of a given update against it, per layer and whole network
+    up = _random_update(system, 5)
+    ds = alignment(system, x, y, up, against=["mn"], gamma=gamma, mn_rule=rule)
+    mine = _flat_pairs(up)
+    for i in range(3):
+        assert float(ds["angle_W"].sel(reference="mn", layer=i + 1)) == pytest.approx(
+            _np_angle(mine[2 * i], want[2 * i]), abs=1e-8
+        )
+    whole = _np_angle(
+        torch.cat([t.reshape(-1) for t in mine]), torch.cat([t.reshape(-1) for t in want])
+    )
+    assert float(ds["angle_network"].sel(reference="mn")) == pytest.approx(whole, abs=1e-8)
+    assert ds["angle_W"].attrs["mn_rule"] == rule and ds.attrs["mn_rule"] == rule
+
+
+def test_mn_rule_auto_follows_the_forward_rule_as_the_reference_code() -> None:
+    for rule, want in [
+        ("nonlinear_difference", "nonlinear_difference"),
+        ("voltage_difference", "voltage_difference"),
+        ("derivative_matrix", "voltage_difference"),
+    ]:
+        system = make_system([3, 4, 2], method={"name": "dfc_ssa", "rule": rule})
+        assert resolve_mn_rule(system, "auto") == want
+        assert resolve_mn_rule(system, "voltage_difference") == "voltage_difference"
+    with pytest.raises(ValueError, match="mn_rule"):
+        resolve_mn_rule(system, "nope")
+    x, y = random_batch(system, 3)
+    with pytest.raises(ValueError, match="ssa_rates"):
+        alignment(system, x, y, "bp", ssa_rates="nope")
+    # the default of the config section is the reference code's choice
+    assert make_config([3, 4, 2]).analysis.mn_rule == "auto"
+    assert make_config([3, 4, 2]).analysis.ssa_rates == "simulated"
+
+
+def _oracle_euler_rates(system: DFCSystem, x: T, r_target: T, steps: int) -> list[list[T]]:
+    """Per-sample forward Euler of the reference scheme (k_p = 0, no inst_transmission, not
+    proactive, instantaneous apical compartment): u[t+1] = u[t] + dt (e[t] - alpha u[t]),
+    v[t+1] = v[t] + dt/tcr (-v[t] + W r[t] + b + Q u[t]); returns the final rates."""
+    o = Oracle(system)
+    ctrl, dt = system.cfg.controller, system.cfg.simulation.dt
+    out = []
+    for k in range(x.shape[0]):
+        v, r = o.forward(x[k])
+        u = torch.zeros(r[-1].shape[0], dtype=x.dtype)
+        Qs = o.split(o.Q)
+        for _ in range(steps - 1):
+            e = r_target[k] - r[-1]
+            prev = [x[k], *r[:-1]]
+            v = [
+                v[i] + dt / ctrl.tau_ratio * (-v[i] + o.W[i] @ prev[i] + o.b[i] + Qs[i] @ u)
+                for i in range(o.L)
+            ]
+            u = u + dt * (e - ctrl.alpha * u)
+            r = [o.phi(i, v[i]) for i in range(o.L)]
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_ssa_reference_with_simulated_rates_matches_a_per_sample_loop(include: bool) -> None:
+    steps = 120
+    system = make_system(
+        [4, 5, 3],
+        seed=4,
+        alpha=0.05,
+        fb_init="xavier_normal",
+        sim={"dt": 0.02, "steps": steps, "inst_transmission": False, "proactive_controller": False},
+        method={"name": "dfc_ss", "include_non_converged": include},
+    )
+    x, y = random_batch(system, 4)
+    o = Oracle(system)
+    out = system.network(x)
+    r_target = system.target_of(out, y)
+    sol = simulate(system, x, r_target, record=False)
+    rates = _oracle_euler_rates(system, x, r_target, steps)
+    B, L = x.shape[0], o.L
+    sW = [torch.zeros_like(w) for w in o.W]
+    sb = [torch.zeros_like(b) for b in o.b]
+    for k in range(B):
+        _, dss = o.lemma1(x[k], y[k])
+        keep_sim = include or int(sol.status[k]) == int(Status.CONVERGED)
+        r_k = rates[k] if keep_sim else o.forward(x[k])[1]
+        prev = [x[k], *r_k[:-1]]
+        for i, d in enumerate(o.split(dss)):
+            basal = o.W[i] @ prev[i] + o.b[i]
+            t = o.phi(i, basal + d) - o.phi(i, basal)
+            sW[i] -= 2.0 * torch.outer(t, prev[i]) / B
+            sb[i] -= 2.0 * t / B
+    got = ssa_update(system, x, y, "simulated")
+    for a, b in zip(_flat_pairs(got), [t for i in range(L) for t in (sW[i], sb[i])], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    if not include:  # 120 steps do not converge here: the feedforward rates are used
+        assert int((sol.status != int(Status.CONVERGED)).sum()) > 0
+    # the analytic variant is the DFC-SSA update itself
+    ana = ssa_update(system, x, y, "analytic")
+    ref = get_method("dfc_ssa").update(system, x, y)
+    for a, b in zip(_flat_pairs(ana), _flat_pairs(ref), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # ... and differs from the simulated-rates variant on this unconverged batch
+    assert float((got.grad_W[1] - ana.grad_W[1]).norm()) > 1e-6 * float(ana.grad_W[1].norm())
+
+
+def _batch_weight_jacobian(system: DFCSystem, x: T, i: int) -> T:
+    """d vec(r_L of the whole batch) / d vec(W_i) [B n_L, n_i n_{i-1}] by jacrev of a plain
+    forward pass written here."""
+    o = Oracle(system)
+
+    def outputs(Wi: T) -> T:
+        r = x
+        for j in range(o.L):
+            W = Wi if j == i else o.W[j]
+            r = o.phi(j, r @ W.T + o.b[j])
+        return r.reshape(-1)
+
+    return jacrev(outputs)(o.W[i]).reshape(-1, o.W[i].numel())
+
+
+@pytest.mark.parametrize("max_explicit", [0, 10**9])
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_nullspace_ratio_is_0_in_the_row_space_1_in_the_null_space_and_matches_svd(
+    max_explicit: int, batch: int
+) -> None:
+    system = make_system([5, 6, 4, 3], seed=6, fb_init="xavier_normal")
+    x, _ = random_batch(system, batch)
+    g = torch.Generator().manual_seed(9)
+    net = system.network
+    for i in range(net.depth):
+        A = _batch_weight_jacobian(system, x, i)
+        _, S, Vh = torch.linalg.svd(A, full_matrices=True)
+        rank = int((S >= 1e-12).sum())
+        V_null = Vh[rank:].T  # the reference's null-space basis
+        shape = net.W[i].shape
+        w = torch.randn(A.shape[0], generator=g, dtype=torch.float64)
+        in_row = (A.T @ w).reshape(shape)
+        z = torch.randn(A.shape[1], generator=g, dtype=torch.float64)
+        in_null = (V_null @ (V_null.T @ z)).reshape(shape)
+        other = torch.randn(shape, generator=g, dtype=torch.float64)
+        filler = [torch.randn(w_.shape, generator=g, dtype=torch.float64) for w_ in net.W]
+        for X, want in [
+            (in_row, 0.0),
+            (in_null, 1.0 if V_null.shape[1] else math.nan),
+            (other, float(torch.linalg.vector_norm(V_null.T @ other.reshape(-1)) / other.norm())),
+        ]:
+            if math.isnan(want):  # full column rank: no null space, skip the null vector
+                continue
+            gW = list(filler)
+            gW[i] = X
+            got = nullspace_ratio_layers(system, x, gW, max_explicit=max_explicit)[i]
+            assert float(got) == pytest.approx(want, abs=1e-7), (i, want)
+
+
+def test_nullspace_dataset_and_its_logging(tmp_path: Path) -> None:
+    system = make_system([4, 6, 3], seed=1)
+    x, y = random_batch(system, 6)
+    up = get_method("dfa").update(system, x, y)
+    ds = nullspace(system, x, up.grad_W)
+    assert ds["nullspace_ratio"].dims == ("layer",)
+    v = ds["nullspace_ratio"].values
+    assert np.all((v >= 0) & (v <= 1)) and ds["nullspace_ratio"].attrs["long_name"]
+    _roundtrip(ds, tmp_path / "nullspace.nc")
+    bp = nullspace(system, x, BP().update(system, x, y).grad_W)["nullspace_ratio"].values
+    # the BP gradient is a combination of the rows of d r_L / d W_i: no null-space part
+    np.testing.assert_allclose(bp, 0.0, atol=1e-7)
+    # training-time logging: the variable and the MN / SSA definitions in metrics.nc
+    cfg = _tiny_run_config(log_interval=3, metrics=["alignment", "nullspace"])
+    train(cfg, tmp_path / "run", quiet=True, log=lambda s: None)  # type: ignore[arg-type]
+    with xr.open_dataset(tmp_path / "run" / "metrics.nc") as m:
+        m = m.load()
+    assert m["nullspace_ratio"].dims == ("step", "layer")
+    assert m["angle_network"].attrs["mn_rule"] == "nonlinear_difference"  # auto, paper rule
+    assert m["angle_network"].attrs["ssa_rates"] == "simulated"
+    sys0 = DFCSystem.from_config(cfg)  # type: ignore[arg-type]
+    from neurodfc.experiment import load_data
+
+    data = load_data(cfg)  # type: ignore[arg-type]
+    xb, yb = data.train.x[:16], data.train.y[:16]
+    first = get_method("dfc_ssa").update(sys0, xb, yb)
+    # per-layer clipping rescales each W_i: the ratio does not change
+    want = nullspace(sys0, xb, first.grad_W)["nullspace_ratio"].values
+    np.testing.assert_allclose(m["nullspace_ratio"][0].values, want, rtol=1e-9, atol=1e-12)
