@@ -38,6 +38,8 @@ def shared_data_dir() -> Path | None:
 # Subprocesses and dask workers started by tests inherit this (tests never download).
 if shared_data_dir() is not None:
     os.environ.setdefault("NEURODFC_DATA", str(shared_data_dir()))
+# Tests never download: a download attempt fails loudly (subprocesses inherit this too).
+os.environ["NEURODFC_NO_DOWNLOAD"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ with the usual constants ``(x/255 - 0.1307) / 0.3081``; Fashion-MNIST is x/255 o
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -17,18 +17,17 @@ import torch
 from neurodfc.data.errors import DatasetError
 from neurodfc.data.idx import PathLike, file_key, read_idx
 from neurodfc.data.sources import find_files, locate
+from neurodfc.data.splits import DataSplits, Split
+from neurodfc.data.teacher_student import teacher_student
 
 __all__ = [
     "NAMES",
-    "DataSplits",
-    "Split",
     "load_dataset",
     "split_indices",
     "MNIST_MEAN",
     "MNIST_STD",
 ]
 
-Task = Literal["classification", "regression"]
 DatasetName = Literal["mnist", "fashion_mnist", "mnist_autoencoder", "teacher_student"]
 NAMES: tuple[str, ...] = ("mnist", "fashion_mnist", "mnist_autoencoder", "teacher_student")
 """The data sets :func:`load_dataset` knows (the config's ``data.dataset``, with ``random``)."""
@@ -36,71 +35,6 @@ MNIST_MEAN = 0.1307
 """Mean of the MNIST pixels scaled to [0, 1] (standardisation of MNIST inputs)."""
 MNIST_STD = 0.3081
 """Standard deviation of the MNIST pixels scaled to [0, 1]."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split of a data set.
-
-    Attributes:
-        x: inputs, ``[N, n_in]`` floating point.
-        y: targets, ``[N]`` int64 class labels (classification) or ``[N, n_out]`` floating point
-            (regression, autoencoder).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.x.ndim != 2:
-            raise ValueError(f"Split.x must be 2-D [N, n_in], got shape {tuple(self.x.shape)}")
-        if self.y.shape[:1] != self.x.shape[:1]:
-            raise ValueError(
-                f"Split.y has {self.y.shape[0]} rows but Split.x has {self.x.shape[0]}"
-            )
-
-    def __len__(self) -> int:
-        """Number of samples N."""
-        return int(self.x.shape[0])
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    """Train, validation and test splits plus the metadata a model needs.
-
-    Attributes:
-        train: the training split.
-        val: the validation split (may be empty, N = 0).
-        test: the test split.
-        task: ``"classification"`` (y int64 labels in ``[0, n_out)``) or ``"regression"``.
-        n_in: input dimension (784 for images).
-        n_out: number of classes (classification) or output dimension (regression).
-        name: data set name, e.g. ``"mnist"``.
-    """
-
-    train: Split
-    val: Split
-    test: Split
-    task: Task
-    n_in: int
-    n_out: int
-    name: str
-
-    def __post_init__(self) -> None:
-        if self.task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
-        for part, split in (("train", self.train), ("val", self.val), ("test", self.test)):
-            if split.x.shape[1] != self.n_in:
-                raise ValueError(f"{part}.x has {split.x.shape[1]} columns, n_in={self.n_in}")
-            if self.task == "classification":
-                ok = split.y.ndim == 1 and split.y.dtype == torch.int64
-            else:
-                ok = split.y.ndim == 2 and split.y.shape[1] == self.n_out
-            if not ok:
-                raise ValueError(
-                    f"{part}.y has shape {tuple(split.y.shape)} and dtype {split.y.dtype}, "
-                    f"inconsistent with task={self.task!r}, n_out={self.n_out}"
-                )
 
 
 @functools.lru_cache(maxsize=8)
@@ -218,7 +152,8 @@ def load_dataset(
         max_test_samples: keep at most the first N test samples. None keeps all.
         dtype: floating dtype of x (and of y for regression).
         device: device of all tensors.
-        download: allow downloading into the user cache when no local copy is found.
+        download: allow downloading into the user cache when no local copy is found (never
+            when a data folder is given: ``data_dir`` or ``$NEURODFC_DATA``).
         **teacher_student_kwargs: only for ``"teacher_student"``.
 
     Returns:
@@ -226,7 +161,8 @@ def load_dataset(
 
     Raises:
         ValueError: for an unknown name or an argument out of range (the message names it).
-        DatasetError: if the files are missing (and cannot be downloaded) or fail verification.
+        DatasetError: if a file is missing (one line naming the folder and the file) and
+            cannot be downloaded, or fails verification.
     """
     key = str(name).strip().lower().replace("-", "_")
     if key not in NAMES:
@@ -240,8 +176,6 @@ def load_dataset(
     _check_count("max_test_samples", max_test_samples, 1)
 
     if key == "teacher_student":
-        from neurodfc.data.teacher_student import teacher_student
-
         if val_size is not None:
             if "n_val" in teacher_student_kwargs:
                 raise ValueError("give either val_size or n_val for teacher_student, not both")

@@ -18,7 +18,7 @@ import numpy as np
 
 from neurodfc.data.errors import DatasetError
 
-__all__ = ["read_idx", "sha256_of_decompressed", "is_gzip", "file_key"]
+__all__ = ["STREAM_ERRORS", "file_key", "is_gzip", "read_idx", "sha256_of_decompressed"]
 
 PathLike = str | os.PathLike[str]
 
@@ -33,8 +33,8 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-# Errors a damaged gzip stream can raise (BadGzipFile is an OSError).
-_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+STREAM_ERRORS = (OSError, EOFError, zlib.error)
+"""Errors a missing file or a damaged gzip stream can raise (``BadGzipFile`` is an OSError)."""
 
 
 def is_gzip(path: PathLike) -> bool:
@@ -54,7 +54,7 @@ def _read_all(path: PathLike) -> bytes:
     try:
         with _open(path) as fh:
             return fh.read()
-    except _STREAM_ERRORS as exc:
+    except STREAM_ERRORS as exc:
         if isinstance(exc, FileNotFoundError):
             raise DatasetError(f"{path}: file not found") from exc
         raise DatasetError(f"{path}: cannot read (truncated or corrupt gzip?): {exc}") from exc
@@ -119,7 +119,7 @@ def sha256_of_decompressed(path: PathLike) -> str:
         with _open(path) as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
-    except _STREAM_ERRORS as exc:
+    except STREAM_ERRORS as exc:
         if isinstance(exc, FileNotFoundError):
             raise DatasetError(f"{path}: file not found") from exc
         raise DatasetError(f"{path}: cannot read (truncated or corrupt gzip?): {exc}") from exc

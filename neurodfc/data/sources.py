@@ -1,150 +1,115 @@
-"""Locating, verifying and (optionally) downloading the MNIST and Fashion-MNIST IDX files.
+"""Locating, verifying and (only into the user cache) downloading the MNIST-style IDX files.
 
-Every file is verified against the built-in SHA-256 of its *decompressed* content (gzip headers
-differ between distributions, the content does not). Verdicts are cached in memory per
+Folders are searched in this order (see :func:`candidate_dirs`); the first one holding *any*
+file of the data set decides:
+
+1. ``data_dir`` (the argument; the config's ``data.data_dir``) and its subfolders (``mnist``,
+   ``fashion-mnist``, ...);
+2. ``$NEURODFC_DATA`` and its subfolders;
+3. system folders (Debian's ``/usr/share/datasets/fashion-mnist``);
+4. the user cache :func:`cache_dir`: ``$NEURODFC_CACHE/<name>``, else pooch's per-user cache
+   folder ``neurodfc/<name>`` (``~/.cache`` or ``$XDG_CACHE_HOME`` on Linux).
+
+A folder with some files but not all is an error naming the missing file (except the cache,
+where the missing files are downloaded). Downloads use pooch (:func:`make_pooch`: its registry
+holds the SHA-256 of each file's decompressed content) and go only into the cache; none is
+attempted when a folder was given explicitly (``data_dir`` or ``$NEURODFC_DATA``) or while
+``$NEURODFC_NO_DOWNLOAD`` is set (the test suite sets it).
+
+Every file found is verified against the same SHA-256 of its *decompressed* content (gzip
+headers differ between distributions, the content does not); verdicts are cached in memory per
 ``(resolved path, mtime, size)``, so a file is hashed once per process unless it changes.
 """
 
 from __future__ import annotations
 
 import functools
-import http.client
+import gzip
 import os
 import shutil
-import tempfile
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pooch
+
+# FILES and SOURCES stay reachable as neurodfc.data.sources.FILES / .SOURCES (same objects)
+from neurodfc.data.catalog import FILES, SOURCES, canonical_name, registry
 from neurodfc.data.errors import DatasetError
-from neurodfc.data.idx import PathLike, file_key, sha256_of_decompressed
+from neurodfc.data.idx import STREAM_ERRORS, PathLike, file_key, sha256_of_decompressed
 
 __all__ = [
-    "FILES",
-    "SOURCES",
+    "CACHE_ENV",
+    "DATA_ENV",
+    "NO_DOWNLOAD_ENV",
     "DatasetError",
-    "DatasetSource",
     "cache_dir",
-    "canonical_name",
     "candidate_dirs",
     "download_dataset",
     "find_files",
     "locate",
+    "make_pooch",
+    "present_files",
     "verify_files",
 ]
 
-FILES: tuple[str, ...] = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-"""The four files of an MNIST-style data set (uncompressed names; ``.gz`` is also accepted)."""
+DATA_ENV = "NEURODFC_DATA"
+"""Environment variable naming a data folder (searched after ``data_dir``)."""
+CACHE_ENV = "NEURODFC_CACHE"
+"""Environment variable replacing the root of the download cache."""
+NO_DOWNLOAD_ENV = "NEURODFC_NO_DOWNLOAD"
+"""Environment variable that, when set to anything but ``""`` or ``"0"``, forbids downloads."""
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class DatasetSource:
-    """Where a data set may live and what its files must contain.
-
-    Attributes:
-        name: canonical name (``"mnist"`` or ``"fashion_mnist"``).
-        sha256: file stem (see :data:`FILES`) -> SHA-256 hex digest of the decompressed file.
-        mirrors: base URLs serving ``<stem>.gz``, tried in order.
-        subfolders: names accepted below a data directory, e.g. ``data_dir / "mnist"``.
-        system_dirs: system-wide install locations (e.g. Debian packages).
-    """
-
-    name: str
-    sha256: Mapping[str, str]
-    mirrors: tuple[str, ...]
-    subfolders: tuple[str, ...]
-    system_dirs: tuple[Path, ...] = ()
-
-
-# SHA-256 of the decompressed files, in the format of ``sha256sum`` (``<hex>  <file>``).
-_MNIST_SHA256 = """
-ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db  train-images-idx3-ubyte
-65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5  train-labels-idx1-ubyte
-0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7  t10k-images-idx3-ubyte
-ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2  t10k-labels-idx1-ubyte
-"""
-_FASHION_SHA256 = """
-c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888  train-images-idx3-ubyte
-bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9  train-labels-idx1-ubyte
-5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b  t10k-images-idx3-ubyte
-0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34  t10k-labels-idx1-ubyte
-"""
-
-
-def _sums(text: str) -> dict[str, str]:
-    """Parse ``sha256sum`` output into file name -> hex digest."""
-    return {name: digest for digest, name in (line.split() for line in text.strip().splitlines())}
-
-
-SOURCES: dict[str, DatasetSource] = {
-    "mnist": DatasetSource(
-        name="mnist",
-        sha256=_sums(_MNIST_SHA256),
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        ),
-        subfolders=("mnist", "MNIST", "MNIST/raw"),
-    ),
-    "fashion_mnist": DatasetSource(
-        name="fashion_mnist",
-        sha256=_sums(_FASHION_SHA256),
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        subfolders=("fashion_mnist", "fashion-mnist", "FashionMNIST", "FashionMNIST/raw"),
-        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
-    ),
-}
-"""The known image data sets by canonical name: checksums, mirrors and folders searched."""
-
-
-def canonical_name(name: str) -> str:
-    """Map ``"mnist"``, ``"fashion_mnist"`` or ``"fashion-mnist"`` to its canonical name.
-
-    Raises:
-        ValueError: for any other name (the message lists the allowed names).
-    """
-    key = name.strip().lower().replace("-", "_")
-    if key not in SOURCES:
-        raise ValueError(
-            f"name must be one of {sorted(SOURCES)} (or 'fashion-mnist'), got {name!r}"
-        )
-    return key
-
-
 def cache_dir(name: str) -> Path:
-    """Per-user download folder: ``$XDG_CACHE_HOME/neurodfc/<name>`` (default ``~/.cache``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root).expanduser() / "neurodfc" / canonical_name(name)
+    """The download folder of ``name``: ``$NEURODFC_CACHE/<name>``, else pooch's per-user
+    cache ``neurodfc/<name>`` (on Linux ``$XDG_CACHE_HOME``, default ``~/.cache``).
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"`` (aliases as in :func:`canonical_name`).
+    """
+    root = os.environ.get(CACHE_ENV) or pooch.os_cache("neurodfc")
+    return Path(root).expanduser() / canonical_name(name)
+
+
+def _candidates(name: str, data_dir: PathLike | None) -> list[tuple[Path, str]]:
+    """The folders of :func:`candidate_dirs`, each with where it came from."""
+    src = SOURCES[canonical_name(name)]
+    out: list[tuple[Path, str]] = []
+    for base, origin in ((data_dir, "data_dir"), (os.environ.get(DATA_ENV) or None, DATA_ENV)):
+        if base is not None:
+            root = Path(base).expanduser()
+            out += [(p, origin) for p in (root, *(root / sub for sub in src.subfolders))]
+    out += [(p, "system folder") for p in src.system_dirs]
+    out.append((cache_dir(src.name), "user cache"))
+    seen: dict[Path, str] = {}
+    for path, origin in out:
+        seen.setdefault(path, origin)
+    return list(seen.items())
 
 
 def candidate_dirs(name: str, data_dir: PathLike | None = None) -> list[Path]:
     """Folders searched for ``name``, in order (duplicates removed).
 
-    Order: ``data_dir`` then its subfolders (e.g. ``data_dir/mnist``); ``$NEURODFC_DATA`` and its
-    subfolders; the system folders (Fashion-MNIST: ``/usr/share/datasets/fashion-mnist``); the
-    user cache :func:`cache_dir`.
+    Order: ``data_dir`` then its subfolders (e.g. ``data_dir/mnist``); ``$NEURODFC_DATA`` and
+    its subfolders; the system folders (Fashion-MNIST: ``/usr/share/datasets/fashion-mnist``);
+    the user cache :func:`cache_dir`.
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"`` (aliases as in :func:`canonical_name`).
+        data_dir: folder searched first (optional).
     """
-    src = SOURCES[canonical_name(name)]
-    out: list[Path] = []
-    for base in (data_dir, os.environ.get("NEURODFC_DATA") or None):
-        if base is not None:
-            root = Path(base).expanduser()
-            out += [root, *(root / sub for sub in src.subfolders)]
-    out += [*src.system_dirs, cache_dir(src.name)]
-    return list(dict.fromkeys(out))
+    return [path for path, _ in _candidates(name, data_dir)]
 
 
-def find_files(folder: PathLike) -> dict[str, Path] | None:
-    """Return stem -> path for the four files in ``folder``, or None if any is missing.
+def present_files(folder: PathLike) -> dict[str, Path]:
+    """Stem -> path for those of the four files that ``folder`` holds (possibly none).
 
-    Each file may be uncompressed (``<stem>``, preferred) or gzip-compressed (``<stem>.gz``).
+    Args:
+        folder: the folder; each file may be uncompressed (``<stem>``, preferred) or
+            gzip-compressed (``<stem>.gz``).
     """
     root = Path(folder)
     found: dict[str, Path] = {}
@@ -153,9 +118,17 @@ def find_files(folder: PathLike) -> dict[str, Path] | None:
             if cand.is_file():
                 found[stem] = cand
                 break
-        else:
-            return None
     return found
+
+
+def find_files(folder: PathLike) -> dict[str, Path] | None:
+    """Stem -> path for the four files in ``folder``, or None if any is missing.
+
+    Args:
+        folder: the folder (see :func:`present_files` for the accepted file names).
+    """
+    found = present_files(folder)
+    return found if len(found) == len(FILES) else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -168,11 +141,11 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 def verify_files(name: str, files: Mapping[str, Path]) -> None:
     """Check each file's decompressed SHA-256 against the built-in value for ``name``.
 
+    Each file is hashed at most once per ``(resolved path, mtime, size)`` and process.
+
     Args:
         name: ``"mnist"`` or ``"fashion_mnist"`` (aliases as in :func:`canonical_name`).
         files: file stem (see :data:`FILES`) -> path, as returned by :func:`find_files`.
-
-    Each file is hashed at most once per ``(resolved path, mtime, size)`` and process.
 
     Raises:
         DatasetError: naming the file, the expected and the actual checksum on a mismatch, or
@@ -190,79 +163,110 @@ def verify_files(name: str, files: Mapping[str, Path]) -> None:
             )
 
 
-def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
-    """Download ``url`` to a temp file beside ``dest``, verify it, rename it atomically."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out, _CHUNK)
+def make_pooch(name: str, base_url: str) -> pooch.Pooch:
+    """A pooch that fetches ``<base_url><stem>.gz`` into :func:`cache_dir` (``name``).
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"`` (aliases as in :func:`canonical_name`).
+        base_url: a mirror serving the gzip-compressed files.
+    """
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return pooch.create(
+        path=cache_dir(name),
+        base_url=base,
+        registry=registry(name),
+        urls={stem: f"{base}{stem}.gz" for stem in FILES},
+        retry_if_failed=0,
+    )
+
+
+@dataclass(frozen=True)
+class _Gunzip:
+    """A pooch downloader: fetch the ``.gz`` over HTTP(S), write its decompressed content
+    (which pooch then checks against the registry before moving it into the cache)."""
+
+    timeout: float
+
+    def __call__(self, url: str, output_file: str, fetcher: Any) -> None:
+        packed = Path(f"{output_file}.gz")
         try:
-            actual = sha256_of_decompressed(tmp)
-        except DatasetError as exc:
-            raise DatasetError(f"{dest.name} from {url}: not a valid gzip file: {exc}") from exc
-        if actual != expected:
-            raise DatasetError(
-                f"{dest.name} from {url}: checksum mismatch: expected SHA-256 {expected} "
-                f"(of the decompressed content), got {actual}; download deleted"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+            pooch.HTTPDownloader(timeout=self.timeout)(url, str(packed), fetcher)
+            try:
+                with gzip.open(packed, "rb") as fin, open(output_file, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, _CHUNK)
+            except STREAM_ERRORS as exc:
+                raise DatasetError(f"not a valid gzip file: {exc}") from exc
+        finally:
+            packed.unlink(missing_ok=True)
+
+
+def _downloads_disabled() -> bool:
+    return os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0")
 
 
 def download_dataset(
-    name: str,
-    dest: PathLike | None = None,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 30.0,
+    name: str, mirrors: Sequence[str] | None = None, timeout: float = 30.0
 ) -> Path:
-    """Download the missing files of ``name`` into ``dest`` (default :func:`cache_dir`).
+    """Download the missing files of ``name`` into :func:`cache_dir` with pooch.
 
-    Each ``<stem>.gz`` is fetched from the mirrors in order into a temp file beside its final
-    place, verified (decompressed SHA-256) and moved in with an atomic rename, so a failed or
-    interrupted download never leaves a partial or unverified file. Files already in ``dest`` are
-    kept and verified.
+    Each ``<stem>.gz`` is fetched from the mirrors in order; its decompressed content is
+    written to a temp file in the cache, checked against :func:`registry` and moved into place
+    (pooch), so a failed download never leaves a partial or unverified file. Files already in
+    the cache are kept and verified.
 
     Args:
         name: ``"mnist"`` or ``"fashion_mnist"``.
-        dest: target folder, created if needed.
-        mirrors: base URLs (``file://`` works too); default the canonical mirrors.
+        mirrors: base URLs (http or https); default the canonical mirrors.
         timeout: socket timeout per request, in seconds.
 
     Returns:
-        The folder holding the four verified files.
+        The cache folder holding the four verified files.
 
     Raises:
-        DatasetError: if every mirror fails for a file (the message names the file and each
-            mirror's error, including expected and actual checksums on a mismatch).
+        DatasetError: if downloads are disabled (``$NEURODFC_NO_DOWNLOAD``) or every mirror
+            fails for a file (the message names the file and each mirror's error, with the
+            expected and actual checksums on a mismatch).
     """
     src = SOURCES[canonical_name(name)]
-    folder = Path(dest) if dest is not None else cache_dir(src.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir(src.name)
+    if _downloads_disabled():
+        raise DatasetError(
+            f"{src.name}: a download into {folder} was needed but downloads are disabled by "
+            f"{NO_DOWNLOAD_ENV}={os.environ[NO_DOWNLOAD_ENV]!r}"
+        )
+    import requests  # pooch's HTTP client; imported only when downloading
+
     bases = tuple(mirrors) if mirrors is not None else src.mirrors
     if not bases:
         raise ValueError("mirrors must name at least one base URL")
-    for stem in FILES:
-        if (folder / stem).is_file() or (folder / f"{stem}.gz").is_file():
-            continue
+    have = present_files(folder)
+    for stem in (s for s in FILES if s not in have):
         errors: list[str] = []
         for base in bases:
-            url = base if base.endswith("/") else base + "/"
-            url += f"{stem}.gz"
+            fetcher = make_pooch(src.name, base)
             try:
-                _fetch(url, folder / f"{stem}.gz", src.sha256[stem], timeout)
+                fetcher.fetch(stem, downloader=_Gunzip(timeout))
                 break
-            except (ValueError, OSError, http.client.HTTPException) as exc:
-                errors.append(f"  {url}: {exc}")
+            except (ValueError, OSError, requests.RequestException) as exc:
+                errors.append(f"{fetcher.get_url(stem)}: {exc}")
         else:
             raise DatasetError(
-                f"could not download {src.name} file {stem}.gz into {folder}:\n" + "\n".join(errors)
+                f"could not download {src.name} file {stem}.gz into {folder}: " + "; ".join(errors)
             )
     files = find_files(folder)
     assert files is not None  # every stem was present or has just been downloaded
     verify_files(src.name, files)
     return folder
+
+
+def _missing(key: str, folder: Path, origin: str, have: Mapping[str, Path]) -> str:
+    """One line: which files of ``key`` the ``folder`` lacks and which it holds."""
+    missing = [s for s in FILES if s not in have]
+    more = f" (and {', '.join(missing[1:])})" if missing[1:] else ""
+    return (
+        f"{folder}: {key} file {missing[0]}(.gz) is missing{more}; the folder ({origin}) "
+        f"holds {', '.join(p.name for p in have.values())}"
+    )
 
 
 def locate(
@@ -273,15 +277,19 @@ def locate(
     *,
     verify: bool = True,
 ) -> Path:
-    """Find (or download) the folder holding the verified IDX files of ``name``.
+    """Find (or download into the cache) the folder holding the verified IDX files of ``name``.
 
-    The first folder of :func:`candidate_dirs` that holds all four files (plain or ``.gz``) is
-    used; it is verified, and a mismatch raises rather than falling through to the next folder.
+    The first folder of :func:`candidate_dirs` holding any of the four files (plain or ``.gz``)
+    decides: with all four it is verified and returned (a mismatch raises rather than falling
+    through); with some missing it is an error naming them, except in the user cache, where
+    they are downloaded. No folder holding any file: download into the cache, unless a folder
+    was given explicitly (``data_dir`` or ``$NEURODFC_DATA``), ``download`` is False or
+    ``$NEURODFC_NO_DOWNLOAD`` is set.
 
     Args:
         name: ``"mnist"``, ``"fashion_mnist"`` or ``"fashion-mnist"``.
         data_dir: folder searched first (the files directly, or a subfolder such as ``mnist``).
-        download: download into the user cache if no folder qualifies.
+        download: allow downloading into the user cache.
         mirrors: base URLs for the download (default the canonical mirrors).
         verify: check the SHA-256 of each file (cached per path, mtime and size).
 
@@ -290,21 +298,43 @@ def locate(
 
     Raises:
         ValueError: for an unknown name.
-        DatasetError: if nothing is found and ``download`` is False, a download fails, or a
-            file fails verification (the message names the file and the expected checksum).
+        DatasetError: one line naming the folder and the missing file when the files are not
+            found (and no download is allowed), a download fails, or a file fails
+            verification (naming the file and the expected checksum).
     """
     key = canonical_name(name)
-    searched = candidate_dirs(key, data_dir)
-    for folder in searched:
-        files = find_files(folder)
-        if files is not None:
-            if verify:
-                verify_files(key, files)
-            return folder
-    if not download:
-        where = "\n".join(f"  {p}" for p in searched)
+    candidates = _candidates(key, data_dir)
+    explicit = [(p, o) for p, o in candidates if o in ("data_dir", DATA_ENV)]
+    no_download = ""
+    if explicit:
+        no_download = f"no download is attempted when a data folder is given ({explicit[0][1]})"
+    elif not download:
+        no_download = "downloads not allowed (download=False)"
+    elif _downloads_disabled():
+        no_download = f"downloads are disabled by {NO_DOWNLOAD_ENV}"
+    for folder, origin in candidates:
+        have = present_files(folder)
+        if not have:
+            continue
+        if len(have) < len(FILES):
+            if origin == "user cache" and not no_download:
+                return download_dataset(key, mirrors=mirrors)
+            hint = no_download or "copy the missing file there"
+            raise DatasetError(f"{_missing(key, folder, origin, have)}; {hint}")
+        if verify:
+            verify_files(key, have)
+        return folder
+    if not no_download:
+        return download_dataset(key, mirrors=mirrors)
+    searched = ", ".join(str(p) for p, _ in candidates)
+    if explicit:
+        folder, origin = explicit[0]
         raise DatasetError(
-            f"{key}: no folder with all of {', '.join(FILES)} (.gz optional); searched:\n{where}\n"
-            "pass data_dir=..., set NEURODFC_DATA, or allow download=True"
+            f"{key}: {FILES[0]}(.gz) not found in {folder} ({origin}) or its subfolders "
+            f"(searched: {searched}); {no_download}: copy the four files there, or drop "
+            f"data_dir and unset {DATA_ENV} to download into {cache_dir(key)}"
         )
-    return download_dataset(key, mirrors=mirrors)
+    raise DatasetError(
+        f"{key}: {FILES[0]}(.gz) not found (searched: {searched}); {no_download}: pass "
+        f"data_dir=..., set {DATA_ENV}, or allow the download into {cache_dir(key)}"
+    )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from neurodfc.data.datasets import DataSplits, Split
+from neurodfc.data.splits import DataSplits, Split
 
 __all__ = ["random_inputs", "teacher_student"]
 

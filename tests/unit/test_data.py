@@ -1,7 +1,8 @@
 """Tests of neurodfc.data: IDX files, verification, locating, downloads, splits, teacher-student.
 
 The IDX files come from NEURODFC_TEST_DATA (default ../shared/data beside the repository); tests
-needing them are skipped when absent. Nothing here touches the internet: downloads go to a local
+needing them are skipped when absent. Nothing here touches the internet: downloads are forbidden
+(``NEURODFC_NO_DOWNLOAD``, set by conftest) except in the tests that serve files from a local
 http.server, and the built-in mirrors are replaced by an unreachable local address.
 """
 
@@ -37,6 +38,11 @@ from neurodfc.data import (
 )
 from neurodfc.data.idx import sha256_of_decompressed
 
+Server = Callable[[Path], str]
+"""Serve a folder on 127.0.0.1 and return its base URL (see the ``http_server`` fixture)."""
+HITS: list[str] = []
+"""Paths requested from the local servers during the current test."""
+
 DATA_ROOT = Path(
     os.environ.get("NEURODFC_TEST_DATA")
     or Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -57,7 +63,10 @@ T10K_LABELS = "t10k-labels-idx1-ubyte"
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No user data dir, a private cache, no system folders, no reachable default mirror."""
     monkeypatch.delenv("NEURODFC_DATA", raising=False)
+    monkeypatch.delenv("NEURODFC_CACHE", raising=False)
+    monkeypatch.setenv("NEURODFC_NO_DOWNLOAD", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    HITS.clear()
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -80,10 +89,25 @@ class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        HITS.append(self.path)
+        super().do_GET()
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        HITS.append(self.path)
+        super().do_HEAD()
+
 
 @pytest.fixture
-def http_server() -> Iterator[Callable[[Path], str]]:
-    """Factory: serve a folder on 127.0.0.1 (port 0) in a thread; returns its base URL."""
+def allow_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift the test suite's download ban (the tests using it serve files locally)."""
+    monkeypatch.delenv("NEURODFC_NO_DOWNLOAD")
+
+
+@pytest.fixture
+def http_server() -> Iterator[Server]:
+    """Factory: serve a folder on 127.0.0.1 (port 0) in a thread; returns its base URL.
+    Every request is recorded in :data:`HITS`."""
     servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
 
     def start(directory: Path) -> str:
@@ -260,34 +284,40 @@ def test_locate_missing_without_download(tmp_path: Path) -> None:
 
 
 @needs_mnist
+@pytest.mark.usefixtures("allow_download")
 def test_download_verified_and_atomic(
-    tmp_path: Path, http_server: Callable[[Path], str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = http_server(FOLDERS["mnist"])
-    renames: list[tuple[Path, Path]] = []
-    real_replace = os.replace
+    moves: list[tuple[Path, Path]] = []
+    real_move = shutil.move
 
-    def spy(src: Any, dst: Any) -> None:
-        renames.append((Path(src), Path(dst)))
-        real_replace(src, dst)
+    def spy(src: Any, dst: Any) -> Any:
+        moves.append((Path(src), Path(dst)))
+        return real_move(src, dst)
 
-    monkeypatch.setattr(sources.os, "replace", spy)
+    monkeypatch.setattr(shutil, "move", spy)
     dead = "http://127.0.0.1:1/"  # refused: the next mirror must be tried
-    folder = locate("mnist", tmp_path / "empty", mirrors=[dead, url])
-    assert folder == sources.cache_dir("mnist")
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.gz" for s in sources.FILES)
-    assert sorted(dst.name for _, dst in renames) == sorted(f"{s}.gz" for s in sources.FILES)
-    for src, dst in renames:  # written beside the target under a temp name, then renamed
-        assert src.parent == dst.parent == folder and src.name.endswith(".part")
+    folder = locate("mnist", mirrors=[dead, url])
+    assert folder == sources.cache_dir("mnist") == tmp_path / "xdg-cache" / "neurodfc" / "mnist"
+    # stored decompressed under the registry's names, nothing else left behind
+    assert sorted(p.name for p in folder.iterdir()) == sorted(sources.FILES)
+    assert sorted(dst.name for _, dst in moves) == sorted(sources.FILES)
+    for src, dst in moves:  # written beside the target under a temp name, then moved
+        assert src.parent == dst.parent == folder and src.name != dst.name
     for stem, path in sources.find_files(folder).items():  # type: ignore[union-attr]
         assert sha256_of_decompressed(path) == sources.SOURCES["mnist"].sha256[stem]
+    assert sorted(HITS) == sorted(f"/{s}.gz" for s in sources.FILES)
     # now found in the cache, no server needed
+    HITS.clear()
     assert locate("mnist", download=False) == folder
+    assert HITS == []
 
 
+@pytest.mark.usefixtures("allow_download")
 @pytest.mark.parametrize("payload", ["wrong_gzip", "not_gzip", "missing"])
 def test_download_bad_file_leaves_nothing(
-    tmp_path: Path, http_server: Callable[[Path], str], payload: str
+    tmp_path: Path, http_server: Server, payload: str
 ) -> None:
     served = tmp_path / "served"
     served.mkdir()
@@ -301,12 +331,123 @@ def test_download_bad_file_leaves_nothing(
     with pytest.raises(DatasetError, match=first) as err:
         locate("mnist", mirrors=[url])
     msg = str(err.value)
+    assert "\n" not in msg
     if payload == "wrong_gzip":
         assert sources.SOURCES["mnist"].sha256[first] in msg
         assert hashlib.sha256(content).hexdigest() in msg
-    elif payload == "missing":
+    elif payload == "not_gzip":
+        assert "gzip" in msg
+    else:
         assert "404" in msg
     assert list(sources.cache_dir("mnist").iterdir()) == []
+
+
+@needs_mnist
+@pytest.mark.usefixtures("allow_download")
+def test_download_fetches_only_the_missing_files_into_the_cache(
+    tmp_path: Path, http_server: Server
+) -> None:
+    # three files in the cache already; only the missing one is fetched (from a one-file server)
+    cache = link_copy(FOLDERS["mnist"], sources.cache_dir("mnist"))
+    (cache / f"{T10K_LABELS}.gz").unlink()
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(FOLDERS["mnist"] / f"{T10K_LABELS}.gz", served)
+    assert locate("mnist", mirrors=[http_server(served)]) == cache
+    assert HITS == [f"/{T10K_LABELS}.gz"]
+    assert (cache / T10K_LABELS).is_file() and not (cache / T10K_LABELS).is_symlink()
+    assert all((cache / f"{s}.gz").is_symlink() for s in sources.FILES if s != T10K_LABELS)
+
+
+# --------------------------------------------------------------------------- missing files
+
+
+@needs_mnist
+@pytest.mark.usefixtures("allow_download")
+@pytest.mark.parametrize("how", ["data_dir", "env", "load_dataset"])
+def test_missing_file_is_named_and_nothing_downloaded(
+    tmp_path: Path, http_server: Server, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    folder = link_copy(FOLDERS["mnist"], tmp_path / "data" / "mnist")
+    (folder / f"{T10K_LABELS}.gz").unlink()
+    url = http_server(FOLDERS["mnist"])  # would serve the file: it must not be asked
+    with pytest.raises(DatasetError) as err:
+        if how == "env":
+            monkeypatch.setenv("NEURODFC_DATA", str(tmp_path / "data"))
+            locate("mnist", mirrors=[url])
+        elif how == "data_dir":
+            locate("mnist", tmp_path / "data", mirrors=[url])
+        else:
+            load_dataset("mnist", data_dir=tmp_path / "data")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{folder}: mnist file {T10K_LABELS}(.gz) is missing;")
+    assert "train-images" not in msg.split(";")[0]
+    assert "no download is attempted" in msg
+    assert HITS == []
+    assert not sources.cache_dir("mnist").exists()
+
+
+@pytest.mark.usefixtures("allow_download")
+@pytest.mark.parametrize("how", ["data_dir", "env"])
+def test_no_download_when_a_folder_is_given(
+    tmp_path: Path, http_server: Server, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    url = http_server(FOLDERS["mnist"])
+    if how == "env":
+        monkeypatch.setenv("NEURODFC_DATA", str(empty))
+    with pytest.raises(DatasetError) as err:
+        locate("mnist", empty if how == "data_dir" else None, mirrors=[url])
+    msg = str(err.value)
+    origin = "data_dir" if how == "data_dir" else "NEURODFC_DATA"
+    assert "\n" not in msg
+    assert msg.startswith(f"mnist: {sources.FILES[0]}(.gz) not found in {empty} ({origin})")
+    assert f"no download is attempted when a data folder is given ({origin})" in msg
+    assert HITS == []
+    assert not sources.cache_dir("mnist").exists()
+
+
+def test_no_download_while_forbidden(tmp_path: Path, http_server: Server) -> None:
+    url = http_server(tmp_path)  # NEURODFC_NO_DOWNLOAD=1 (the suite's default) is in force
+    with pytest.raises(DatasetError, match="downloads are disabled by NEURODFC_NO_DOWNLOAD"):
+        locate("mnist", mirrors=[url])
+    with pytest.raises(DatasetError, match="NEURODFC_NO_DOWNLOAD='1'"):
+        sources.download_dataset("mnist", mirrors=[url])
+    assert HITS == []
+    assert not sources.cache_dir("mnist").exists()
+
+
+@needs_mnist
+def test_partial_cache_without_download_names_the_missing_file() -> None:
+    cache = link_copy(FOLDERS["mnist"], sources.cache_dir("mnist"))
+    (cache / f"{T10K_LABELS}.gz").unlink()
+    with pytest.raises(DatasetError, match=f"{T10K_LABELS}.*is missing.*download=False"):
+        locate("mnist", download=False)
+
+
+@needs_both
+@pytest.mark.parametrize(
+    ("name", "folder"), [("mnist", "mnist"), ("fashion-mnist", "fashion-mnist")]
+)
+def test_pooch_registry_equals_the_shared_checksums(name: str, folder: str) -> None:
+    sums = (DATA_ROOT / folder / "SHA256SUMS.uncompressed").read_text().split()
+    expected = {
+        fname: f"sha256:{digest}" for digest, fname in zip(sums[::2], sums[1::2], strict=True)
+    }
+    assert sorted(expected) == sorted(sources.FILES)
+    fetcher = sources.make_pooch(name, "http://127.0.0.1:9/base")
+    assert fetcher.registry == expected == sources.registry(name)
+    assert fetcher.get_url(sources.FILES[0]) == f"http://127.0.0.1:9/base/{sources.FILES[0]}.gz"
+    assert Path(fetcher.path) == sources.cache_dir(name)
+
+
+def test_cache_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEURODFC_CACHE", str(tmp_path / "my-cache"))
+    assert sources.cache_dir("fashion-mnist") == tmp_path / "my-cache" / "fashion_mnist"
+    assert Path(sources.make_pooch("mnist", "http://x/").path) == tmp_path / "my-cache" / "mnist"
+    assert sources.candidate_dirs("mnist")[-1] == tmp_path / "my-cache" / "mnist"
 
 
 # --------------------------------------------------------------------------- splits
@@ -471,18 +612,3 @@ def test_cache_dir_respects_xdg(tmp_path: Path) -> None:
     assert sources.cache_dir("fashion-mnist") == tmp_path / "xdg-cache" / "neurodfc" / (
         "fashion_mnist"
     )
-
-
-@needs_mnist
-def test_download_into_explicit_dest_keeps_existing(
-    tmp_path: Path, http_server: Callable[[Path], str]
-) -> None:
-    # three files present already; only the missing one is fetched (from a one-file server)
-    dest = link_copy(FOLDERS["mnist"], tmp_path / "dest")
-    (dest / f"{T10K_LABELS}.gz").unlink()
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copy(FOLDERS["mnist"] / f"{T10K_LABELS}.gz", served)
-    folder = sources.download_dataset("mnist", dest, mirrors=[http_server(served)], timeout=5)
-    assert folder == dest and (dest / f"{T10K_LABELS}.gz").is_file()
-    assert not (dest / f"{T10K_LABELS}.gz").is_symlink()
