@@ -12,24 +12,31 @@ def loss_value(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str) 
         r_out: output rates ``r_L`` [B, n_L].
         y: class labels [B] (``cross_entropy``) or regression targets [B, n_L] (``mse``).
         loss: ``mse`` or ``cross_entropy`` (softmax folded into the loss).
-        reduction: ``mean`` (PyTorch's batch mean; MSE also over units) or ``sum``.
+        reduction: ``mean`` (PyTorch's batch mean; MSE also over units), ``sum`` (over the
+            batch and, for MSE, the units) or ``sum_of_sample_means`` (``B`` times ``mean``:
+            each sample's loss, MSE averaged over its units, summed over the batch).
     """
+    torch_reduction = "mean" if reduction == "sum_of_sample_means" else reduction
     if loss == "cross_entropy":
-        return torch.nn.functional.cross_entropy(r_out, y, reduction=reduction)
-    return torch.nn.functional.mse_loss(r_out, y, reduction=reduction)
+        value = torch.nn.functional.cross_entropy(r_out, y, reduction=torch_reduction)
+    else:
+        value = torch.nn.functional.mse_loss(r_out, y, reduction=torch_reduction)
+    return value * r_out.shape[0] if reduction == "sum_of_sample_means" else value
 
 
 def loss_gradient(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str) -> torch.Tensor:
     """``dL/dr_L`` [B, n_L] in closed form (no autograd).
 
-    cross_entropy: ``(softmax(r) - onehot(y)) / B`` (mean) or without ``1/B`` (sum);
-    mse: ``2 (r - y) / (B n_L)`` (mean, PyTorch's convention) or ``2 (r - y)`` (sum).
+    cross_entropy: ``(softmax(r) - onehot(y)) / B`` (mean) or without ``1/B`` (sum and
+    sum_of_sample_means); mse: ``2 (r - y) / (B n_L)`` (mean, PyTorch's convention),
+    ``2 (r - y)`` (sum) or ``2 (r - y) / n_L`` (sum_of_sample_means, the Strong-DFC code's
+    ``B * nn.MSELoss()``).
 
     Args:
         r_out: output rates ``r_L`` [B, n_L] at which the gradient is taken.
         y: class labels [B] (``cross_entropy``) or regression targets [B, n_L] (``mse``).
         loss: ``mse`` or ``cross_entropy``.
-        reduction: ``mean`` or ``sum``.
+        reduction: ``mean``, ``sum`` or ``sum_of_sample_means``.
     """
     batch = r_out.shape[0]
     if loss == "cross_entropy":
@@ -39,6 +46,8 @@ def loss_gradient(r_out: torch.Tensor, y: torch.Tensor, loss: str, reduction: st
         g = 2.0 * (r_out - y)
     if reduction == "mean":
         g = g / (batch if loss == "cross_entropy" else r_out.numel())
+    elif reduction == "sum_of_sample_means" and loss != "cross_entropy":
+        g = g / r_out.shape[1]
     return g
 
 
@@ -52,6 +61,6 @@ def output_target(
         y: class labels [B] or regression targets [B, n_L].
         loss: ``mse`` or ``cross_entropy``.
         lam: target step size ``lambda`` (> 0).
-        reduction: ``mean`` or ``sum`` (see :func:`loss_gradient`).
+        reduction: ``mean``, ``sum`` or ``sum_of_sample_means`` (see :func:`loss_gradient`).
     """
     return r_out - lam * loss_gradient(r_out, y, loss, reduction)

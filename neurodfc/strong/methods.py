@@ -16,7 +16,9 @@ Feedback rule (successor, ``Q <- Q - lr grad``, anti-Hebbian)::
 
 with ``u_f`` the (high-pass filtered) control, ``sigma_i`` the noise std of layer i (``sigma`` or
 ``sigma_output``), ``floor = feedback_learning.scale_floor`` and the layer factor only with
-``strong.layer_scaling``. Forward rule: ``grad W_i = -2/(B T) sum_t d_i[t]^T r_{i-1}[t]``
+``strong.layer_scaling`` (``tau_v``: the simulation's own ``tau_ratio``, or in a feedback-only
+phase with ``strong.layer_scaling_tau = "forward"`` the controller's, as the successor's
+single-phase pre-training). Forward rule: ``grad W_i = -2/(B T) sum_t d_i[t]^T r_{i-1}[t]``
 (``strong.update = "trajectory"``) or ``-2/B sum_b d_i r_{i-1}^T`` at the last step.
 """
 
@@ -160,27 +162,35 @@ def sleep_dynamics(cfg: ExperimentConfig, *, single_phase: bool) -> StrongDynami
     )
 
 
-def feedback_scales(cfg: ExperimentConfig, dyn: StrongDynamics, depth: int) -> list[float]:
+def feedback_scales(
+    cfg: ExperimentConfig, dyn: StrongDynamics, depth: int, *, sleep: bool = False
+) -> list[float]:
     """The feedback-rule scales ``s_i = (1 + tau_v/tau_eps)^(L-i) / max(sigma_i, floor)^2``.
 
     Args:
         cfg: the config (``feedback_learning.scale_floor``, ``strong.layer_scaling``,
-            ``strong.tau_noise``).
+            ``strong.layer_scaling_tau``, ``strong.tau_noise``).
         dyn: the simulation that produced the update (its ``sigma``, ``sigma_output`` and
-            ``tau_ratio = tau_v``).
+            ``tau_ratio``).
         depth: number of layers L.
+        sleep: whether ``dyn`` is a feedback-only (sleep / pre-training) phase; there
+            ``strong.layer_scaling_tau = "forward"`` takes ``tau_v`` from
+            ``controller.tau_ratio`` (the successor's single-phase pre-training) instead of
+            ``dyn.tau_ratio``.
 
     Returns:
         ``s_i`` per layer, 0-based (the exponent is ``L-1-i``; the layer factor only with
         ``strong.layer_scaling``).
     """
     floor = cfg.feedback_learning.scale_floor
+    forward_tau = sleep and cfg.strong.layer_scaling_tau == "forward"
+    tau_v = cfg.controller.tau_ratio if forward_tau else dyn.tau_ratio
     out = []
     for i in range(depth):
         sigma_i = dyn.sigma_output if i == depth - 1 else dyn.sigma
         s = 1.0 / max(sigma_i, floor) ** 2
         if cfg.strong.layer_scaling:
-            s *= (1.0 + dyn.tau_ratio / cfg.strong.tau_noise) ** (depth - 1 - i)
+            s *= (1.0 + tau_v / cfg.strong.tau_noise) ** (depth - 1 - i)
         out.append(s)
     return out
 
@@ -304,7 +314,8 @@ class StrongDFC(Method):
                 tau_f=cfg.strong.tau_f if hp else None,
                 generator=generator,
             )
-            return feedback_from_run(run, feedback_scales(cfg, dyn, net.depth), x.shape[0])
+            scales = feedback_scales(cfg, dyn, net.depth, sleep=True)
+            return feedback_from_run(run, scales, x.shape[0])
 
 
 class StrongDFCSingle(StrongDFC):
