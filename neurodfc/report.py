@@ -24,8 +24,10 @@ import xarray as xr
 
 from neurodfc import figures
 from neurodfc.config import ExperimentConfig, to_toml
+from neurodfc.runs.files import atomic_write_text
+from neurodfc.runs.folder import METRICS, read_results
 
-METRICS_FILE = "metrics.nc"
+METRICS_FILE = METRICS
 """The results file that :func:`report` reads in a run folder."""
 
 
@@ -170,10 +172,14 @@ def report(path: str | Path, out: str | Path | None = None) -> Path:
 
     Returns:
         The path of ``report.md``.
+
+    Raises:
+        FileNotFoundError: there is no results file at ``path``.
+        neurodfc.runs.folder.ResultsFileError: the results file is damaged or not netCDF (one
+            line naming it).
     """
     nc, outdir = resolve(path, out)
-    with xr.open_dataset(nc) as opened:
-        ds = opened.load()
+    ds = read_results(nc)
     outdir.mkdir(parents=True, exist_ok=True)
     figs = make_figures(ds, outdir)
     cfg = json.loads(ds.attrs["config"]) if "config" in ds.attrs else {}
@@ -192,6 +198,4 @@ def report(path: str | Path, out: str | Path | None = None) -> Path:
         lines += [f"### {caption}", "", f"![{caption}]({p.name})", ""]
     text, lang = config_toml(ds)
     lines += ["## Config", "", f"```{lang}", text.rstrip(), "```", ""]
-    md = outdir / "report.md"
-    md.write_text("\n".join(lines))
-    return md
+    return atomic_write_text("\n".join(lines), outdir / "report.md")

@@ -2,8 +2,9 @@
 
 :class:`Trainer` runs one run into a run folder (layout: :mod:`neurodfc.runs.folder`); the
 entry point that opens the folder, locks it and resumes is :func:`neurodfc.training.train`.
-The loop takes its callbacks (:class:`TrainingCallback`: analysis logging) and its progress
-reporter (:class:`ProgressReporter`) from the caller; it imports nothing above the methods.
+The loop takes its callbacks (:class:`~neurodfc.callbacks.TrainingCallback`: analysis
+logging) and its progress reporter (:class:`~neurodfc.callbacks.ProgressReporter`) from the
+caller; it imports nothing above the methods.
 
 Schedule (reference code): ``feedback_learning.pretrain_epochs`` sleep-only epochs, then per
 epoch one sleep pass, one forward pass and ``extra_epochs`` further sleep passes (sleep passes
@@ -27,11 +28,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import xarray as xr
 
+from neurodfc.callbacks import Batch, NoProgress, ProgressReporter, TqdmProgress, TrainingCallback
 from neurodfc.config import ExperimentConfig, TrainingConfig
 from neurodfc.data import DataSplits
 from neurodfc.epoch import (
@@ -43,7 +45,7 @@ from neurodfc.epoch import (
     metrics_dataset,
 )
 from neurodfc.experiment import load_data
-from neurodfc.methods import Method, Update, feedback_gradients, get_method
+from neurodfc.methods import Method, feedback_gradients, get_method
 from neurodfc.results import write_netcdf
 from neurodfc.runs.checkpoint import write_checkpoint
 from neurodfc.runs.folder import CHECKPOINT, METRICS
@@ -56,7 +58,6 @@ BAD_KEYS = ("n_nonfinite", "n_diverged")
 """The status counts that :attr:`TrainingConfig.max_bad_fraction` limits."""
 CHECKPOINT_KEYS = ("system", "opt", "batch_gen", "noise_gen", "epochs_done", "rows", "config")
 """Keys every checkpoint holds (a torch file without them is not a neurodfc checkpoint)."""
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TrainingStopped(RuntimeError):
@@ -74,122 +75,6 @@ class DivergedError(NonFiniteError):
 
 class RunWriteError(TrainingStopped):
     """A checkpoint or metrics file could not be written (full disk, read-only folder)."""
-
-
-class TrainingCallback(Protocol):
-    """What the loop calls during training (e.g. analysis logging); its state is
-    checkpointed under :attr:`name` and its Dataset merged into ``metrics.nc``."""
-
-    name: str
-    """Key of the callback's state in the checkpoint."""
-
-    def on_batch(
-        self,
-        system: DFCSystem,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        update: Update,
-        *,
-        epoch: int,
-        batch: int,
-        batches_per_epoch: int,
-    ) -> None:
-        """Called after the update of a minibatch is in the parameters' ``.grad`` (clipped),
-        before the optimiser step.
-
-        Args:
-            system: the system being trained (read only).
-            x: the minibatch inputs.
-            y: the minibatch labels or targets.
-            update: the method's update of the minibatch.
-            epoch: training epoch (1-based).
-            batch: minibatch index within the epoch (0-based).
-            batches_per_epoch: minibatches per epoch.
-        """
-
-    def state(self) -> Any:
-        """The callback's state for the checkpoint."""
-
-    def load(self, state: Any) -> None:
-        """Restore a state returned by :meth:`state`.
-
-        Args:
-            state: the saved state (None: the checkpoint had none).
-        """
-
-    def dataset(self) -> xr.Dataset | None:
-        """What the callback adds to ``metrics.nc`` (None: nothing yet)."""
-
-
-class ProgressReporter(Protocol):
-    """Shows the progress of the passes over the training set."""
-
-    def track(self, items: Iterator[Batch], total: int, label: str) -> Iterator[Batch]:
-        """The minibatches ``items`` of one pass, reported as they go.
-
-        Args:
-            items: the minibatches.
-            total: their number.
-            label: the pass (``epoch 3``, ``feedback pre-training 1`` ...).
-        """
-        ...
-
-    def note(self, text: str) -> None:
-        """Show ``text`` (the running loss) beside the current pass.
-
-        Args:
-            text: a short status.
-        """
-
-
-class NoProgress:
-    """A :class:`ProgressReporter` that shows nothing."""
-
-    def track(self, items: Iterator[Batch], total: int, label: str) -> Iterator[Batch]:
-        """``items`` unchanged.
-
-        Args:
-            items: the minibatches.
-            total: unused.
-            label: unused.
-        """
-        return items
-
-    def note(self, text: str) -> None:
-        """Nothing.
-
-        Args:
-            text: unused.
-        """
-
-
-class TqdmProgress:
-    """A :class:`ProgressReporter` with one transient tqdm bar per pass."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-
-    def track(self, items: Iterator[Batch], total: int, label: str) -> Iterator[Batch]:
-        """``items`` behind a tqdm bar.
-
-        Args:
-            items: the minibatches.
-            total: their number.
-            label: the bar's description.
-        """
-        from tqdm import tqdm
-
-        self.bar = tqdm(items, total=total, desc=label, leave=False, dynamic_ncols=True)
-        return iter(self.bar)
-
-    def note(self, text: str) -> None:
-        """Show ``text`` as the bar's postfix.
-
-        Args:
-            text: a short status.
-        """
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
 
 
 @dataclass
@@ -325,11 +210,19 @@ class Trainer:
             self.saved = (self.state.pretrain_done, self.state.epochs_done)
             self.write_metrics()
         except OSError as err:
-            target = err.filename or self.out
-            raise RunWriteError(
-                f"cannot write {target}: {err.strerror or err}; {self.last_good()}, intact; "
-                "free space or fix the folder's permissions, then run again with --resume"
-            ) from None
+            raise self.write_failed(err) from None
+
+    def write_failed(self, err: OSError) -> RunWriteError:
+        """The error to raise when writing into the run folder failed with ``err``.
+
+        Args:
+            err: the error of the write (full disk, read-only folder ...).
+        """
+        what = f"cannot write {err.filename or self.out}: {err.strerror or err}"
+        fix = "free space or fix the folder's permissions, then run again"
+        if self.saved is None:
+            return RunWriteError(f"{what}; nothing was saved yet: {fix}")
+        return RunWriteError(f"{what}; {self.last_good()}, is intact: {fix} with --resume")
 
     def write_metrics(self) -> None:
         """Write ``metrics.nc`` from the state (atomically)."""

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from neurodfc.analysis.monitor import AnalysisLogger
+from neurodfc.callbacks import ProgressReporter, TrainingCallback
 from neurodfc.config import ExperimentConfig, load_config, to_toml
 from neurodfc.epoch import batches, clip_gradients, evaluate, forward_lr, make_optimizer
 from neurodfc.methods import Update, get_method
@@ -53,11 +54,9 @@ from neurodfc.trainer import (
     STATUS_KEYS,
     DivergedError,
     NonFiniteError,
-    ProgressReporter,
     RunResult,
     RunWriteError,
     Trainer,
-    TrainingCallback,
     TrainingStopped,
 )
 
@@ -88,7 +87,7 @@ __all__ = [
 
 class AnalysisCallback:
     """Logs the ``[analysis]`` metrics of every ``log_interval``-th minibatch during training
-    (a :class:`~neurodfc.trainer.TrainingCallback` around
+    (a :class:`~neurodfc.callbacks.TrainingCallback` around
     :class:`~neurodfc.analysis.monitor.AnalysisLogger`).
 
     Args:
@@ -284,15 +283,17 @@ def train(
             ckpt = _load_for_resume(path, cfg, log)
         cbs = default_callbacks(cfg) if callbacks is None else callbacks
         trainer = Trainer(cfg, path, quiet=quiet, log=log, callbacks=cbs, progress=progress)
+        if ckpt is not None:
+            trainer.restore(ckpt)
         try:
             atomic_write_text(to_toml(cfg), path / CONFIG)
             if ckpt is not None:
-                trainer.restore(ckpt)
                 trainer.write_metrics()  # the checkpoint is the truth: metrics may lag
-                log(
-                    f"resuming {path}: {trainer.state.pretrain_done} feedback pre-training "
-                    f"and {trainer.state.epochs_done} training epochs done"
-                )
         except OSError as err:
-            raise RunWriteError(f"cannot write into {path}: {err.strerror or err}") from None
+            raise trainer.write_failed(err) from None
+        if ckpt is not None:
+            log(
+                f"resuming {path}: {trainer.state.pretrain_done} feedback pre-training and "
+                f"{trainer.state.epochs_done} training epochs done"
+            )
         return trainer.run()

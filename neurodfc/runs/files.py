@@ -97,8 +97,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         _fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename in (name, tmp):
+            err.filename = str(p)  # name the file the user knows, not the temp file
         raise
     _fsync_dir(p.parent)
     return p
