@@ -22,8 +22,11 @@ class Capabilities:
     """What a learning method does besides returning forward-weight gradients.
 
     Attributes:
-        simulates: :meth:`Method.update` simulates the closed loop, so its :class:`Update`
-            carries the per-sample ``status``.
+        simulates: :meth:`Method.update` simulates the closed loop (with the ``[simulation]``
+            settings).
+        reports_status: its :class:`Update` carries the per-sample convergence ``status`` of
+            that simulation (the DFC family; the Strong-DFC loop does not report one).
+            Requires ``simulates``.
         own_sleep_phase: the method brings its own feedback-learning rule,
             :meth:`Method.feedback_gradients` (Strong-DFC); otherwise the training loop's sleep
             phase is DFC's (:func:`neurodfc.methods.feedback_learning.feedback_gradients`).
@@ -42,11 +45,17 @@ class Capabilities:
     """
 
     simulates: bool = False
+    reports_status: bool = False
     own_sleep_phase: bool = False
     feedback_in_update: bool = False
     single_phase: bool = False
 
     def __post_init__(self) -> None:
+        if self.reports_status and not self.simulates:
+            raise ValueError(
+                "Capabilities: reports_status = True needs simulates = True (the status is "
+                "the simulation's)"
+            )
         if self.single_phase and not self.feedback_in_update:
             raise ValueError(
                 "Capabilities: single_phase = True needs feedback_in_update = True (the "
@@ -61,7 +70,8 @@ class Update:
     ``grad_W[i]`` [n_i, n_{i-1}] and ``grad_b[i]`` [n_i] follow PyTorch's sign convention: the
     optimiser subtracts them (``W <- W - lr grad``). ``loss`` is the batch loss of the
     feedforward pass; ``output`` the feedforward output ``r_L^-`` [B, n_L]; ``status`` the
-    per-sample :class:`~neurodfc.solve.Status` for simulated methods (else None);
+    per-sample :class:`~neurodfc.solve.Status` for methods whose :class:`Capabilities` have
+    ``reports_status`` (else None);
     ``grad_Q[i]`` [n_i, n_L] the feedback gradients of every layer from the same simulation
     (only methods whose :class:`Capabilities` have ``feedback_in_update``; empty otherwise),
     in the same sign convention (``Q <- Q - lr grad``); ``info`` cheap diagnostics by name.

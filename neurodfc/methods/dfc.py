@@ -49,7 +49,7 @@ class DFCSS(Method):
     the last step (the reference code's efficient controller)."""
 
     name = "dfc_ss"
-    capabilities = Capabilities(simulates=True)
+    capabilities = Capabilities(simulates=True, reports_status=True)
 
     def update(
         self,
@@ -103,7 +103,7 @@ class DFC(Method):
     """
 
     name = "dfc"
-    capabilities = Capabilities(simulates=True)
+    capabilities = Capabilities(simulates=True, reports_status=True)
 
     def update(
         self,

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.func import jacrev
 
 from neurodfc.components.target import loss_value, output_target
-from neurodfc.methods import feedback_gradients, get_method, min_norm_dv
+from neurodfc.methods import (
+    METHODS,
+    Capabilities,
+    Method,
+    feedback_gradients,
+    get_method,
+    method_class,
+    min_norm_dv,
+)
 from neurodfc.methods.feedback_learning import sleep_simulation_config
 from neurodfc.solve import Status, simulate
 from neurodfc.system import jacobian
@@ -299,3 +311,95 @@ def test_jacobian_transpose_init_matches_jacobian_at_zero_input() -> None:
     J = jacobian(net, v)[0]
     torch.testing.assert_close(net.full_Q()[:4], J[:, :4].T)
     torch.testing.assert_close(net.Q[-1].detach(), torch.eye(2, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_declared_capabilities_match_what_the_method_returns(name: str) -> None:
+    """Each method's Capabilities are checked against its behaviour on one batch: a method
+    declaring reports_status returns a per-sample status (the others none), a method declaring
+    feedback_in_update returns one grad_Q per layer of Q's shape (the others none), a method
+    with its own sleep phase returns feedback gradients (the others refuse)."""
+    system = make_system(
+        [4, 6, 3],
+        k_p=1.0,
+        seed=3,
+        lam=0.01,
+        method={"name": name},
+        sim={"dt": 0.02, "steps": 50},
+        noise={"sigma": 0.01},
+        feedback={"learned": name not in ("bp", "mn", "gn")},
+        feedback_learning={"dt": 0.005, "steps": 20, "sigma": 0.05},
+    )
+    net = system.network
+    x, y = random_batch(system, 5)
+    method = get_method(name)
+    caps = method.capabilities
+    assert isinstance(caps, Capabilities) and method.simulates == caps.simulates
+    assert not caps.single_phase or caps.feedback_in_update
+    assert not caps.reports_status or caps.simulates
+    up = method.update(system, x, y, generator=torch.Generator().manual_seed(1))
+    assert up.is_finite()
+    assert (up.status is not None) == caps.reports_status
+    if up.status is not None:
+        assert up.status.shape == (5,)
+    q_shapes = [tuple(q.shape) for q in net.Q]
+    if caps.feedback_in_update:
+        assert [tuple(g.shape) for g in up.grad_Q] == q_shapes
+        assert all(float(g.norm()) > 0 for g in up.grad_Q)
+    else:
+        assert up.grad_Q == []
+    if caps.own_sleep_phase:
+        grads = method.feedback_gradients(system, x, y, torch.Generator().manual_seed(2))
+        assert [tuple(g.shape) for g in grads] == q_shapes
+    else:
+        with pytest.raises(NotImplementedError, match="own_sleep_phase"):
+            method.feedback_gradients(system, x, y)
+
+
+def test_capabilities_are_frozen_and_consistent() -> None:
+    caps = Capabilities(simulates=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        caps.simulates = False  # type: ignore[misc]
+    with pytest.raises(ValueError, match="single_phase = True needs feedback_in_update"):
+        Capabilities(single_phase=True)
+    assert get_method("strong_dfc_single").capabilities == Capabilities(
+        simulates=True, own_sleep_phase=True, feedback_in_update=True, single_phase=True
+    )
+    assert get_method("strong_dfc").capabilities == Capabilities(
+        simulates=True, own_sleep_phase=True
+    )
+    assert get_method("dfc").capabilities == Capabilities(simulates=True, reports_status=True)
+    with pytest.raises(ValueError, match="reports_status = True needs simulates"):
+        Capabilities(reports_status=True)
+    assert get_method("bp").capabilities == Capabilities()
+
+
+def test_registry_names_classes_and_refuses_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in METHODS:
+        cls = method_class(name)
+        assert issubclass(cls, Method) and cls.name == name
+        assert type(get_method(name)) is cls
+    with pytest.raises(ValueError, match=r"unknown method 'sgd'; allowed: \['bp'"):
+        get_method("sgd")
+    monkeypatch.setitem(METHODS, "bp", "neurodfc.methods.dfa:DFA")
+    with pytest.raises(TypeError, match="is not a Method named 'bp'"):
+        get_method("bp")
+
+
+@pytest.mark.parametrize(
+    "first", ["neurodfc.methods", "neurodfc.strong.methods", "neurodfc.strong"]
+)
+def test_methods_and_strong_import_in_any_order(first: str) -> None:
+    """The registry imports no strong module; the strong package imports without the registry
+    first (there used to be a cycle that worked only in one import order)."""
+    code = (
+        f"import sys, {first}\n"
+        "strong = 'neurodfc.strong.methods' in sys.modules\n"
+        f"assert strong == ({first!r} != 'neurodfc.methods'), sorted(sys.modules)\n"
+        "from neurodfc.methods import get_method\n"
+        "assert get_method('strong_dfc_single').capabilities.single_phase\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
