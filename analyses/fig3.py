@@ -4,8 +4,14 @@ teacher-student task, for DFC, DFC-SS, DFC-SSA with trained and fixed feedback, 
 Full mode trains ``models/fig3_*.toml`` as they are (15-10-10-5 tanh student, 300 epochs,
 SGD, lam 0.05, k_p 1.5, alpha 0.0015, ...) with analysis logging on the first minibatch of
 every epoch (the reference's log_interval 100 with 40 minibatches per epoch), GN / MN damping
-gamma = 0.1 (DFA: 0, as the reference). Run folders go to ``OUT/fig3_runs/<run>`` and are
-resumed when they exist, so a long run can be continued (``--epochs`` extends it).
+gamma = 0.1 (DFA: 0, as the reference). The MN and SSA angles use the reference code's
+definitions (``analysis.mn_rule = "auto"``: the nonlinear difference ``phi(v^- + dv) - phi(v^-)``
+of the loss-gradient GN targets, as its ``use_nonlinear_gnt`` for ``nonlinear_difference``
+configs; ``analysis.ssa_rates = "simulated"``: Lemma-1 ``dv`` with the simulated end state's
+rates, its NDI angle), and every run also logs the per-layer null-space measure of the update
+(``nullspace_ratio``, its ``save_nullspace_norm_ratio``). Run folders go to
+``OUT/fig3_runs/<run>`` and are resumed when they exist, so a long run can be continued
+(``--epochs`` extends it).
 ``--quick``: 128 training samples, 3 epochs, 150 simulation steps, every minibatch logged.
 
 Writes ``fig3.nc`` (every run's metrics stacked along dim ``run``) and ``fig3.png`` (the six
@@ -40,9 +46,11 @@ def run_overrides(name: str, quick: bool, epochs: int | None, device: str | None
     dfa = name == "fig3_dfa"
     over = [
         f"analysis.log_interval={1 if quick else 100}",
-        'analysis.metrics=["alignment"]'
+        'analysis.metrics=["alignment", "nullspace"]'
         if dfa
-        else 'analysis.metrics=["alignment", "conditions", "stability"]',
+        else 'analysis.metrics=["alignment", "conditions", "stability", "nullspace"]',
+        'analysis.mn_rule="auto"',  # the reference's choice: nonlinear difference here
+        'analysis.ssa_rates="simulated"',  # the reference's NDI angle
         # the SSA angle of DFC-SSA is 0 by definition; DFA has no controller
         'analysis.against=["bp", "gn", "mn"]'
         if dfa or name.endswith("dfc_ssa")
@@ -85,6 +93,13 @@ def summary(ds: xr.Dataset, last: int = 30) -> dict[str, dict[str, float]]:
             vals = da.values[np.isfinite(da.values)]
             if vals.size:
                 row[name if ref is None else f"{name}_{ref}"] = float(vals[-last:].mean())
+        if "nullspace_ratio" in ds:
+            ns = ds["nullspace_ratio"].sel(run=run)
+            for layer in ns["layer"].values:
+                vals = ns.sel(layer=layer).values
+                vals = vals[np.isfinite(vals)]
+                if vals.size:
+                    row[f"nullspace_ratio_layer{int(layer)}"] = float(vals[-last:].mean())
         out[str(run)] = row
     return out
 

@@ -1,8 +1,12 @@
 """Alignment on MNIST (the paper's appendix alignment figures): the Table-1 networks
 (784-256-256-256-10 tanh, softmax cross-entropy) trained a few epochs with DFC, DFC-SS, DFC-SSA
 (trained and fixed feedback) and DFA, logging every 50 minibatches the whole-network angles
-with BP, GN and MN (damping gamma = 1, as the reference's pipeline configs), the SSA angle and
-the Condition-2 measure (on 32 samples of the logged minibatch).
+with BP, GN and MN (damping gamma = 1, as the reference's pipeline configs), the SSA angle, the
+per-layer null-space measure of the update (``nullspace_ratio``) and the Condition-2 measure (on
+32 samples of the logged minibatch). MN and SSA use the reference code's definitions
+(``analysis.mn_rule = "auto"``: the nonlinear difference of the GN targets for these
+``nonlinear_difference`` configs; ``analysis.ssa_rates = "simulated"``: Lemma-1 ``dv`` with the
+simulated rates).
 
 Full mode: ``models/mnist_*.toml`` as they are (feedback pre-training included), for
 ``--epochs`` epochs (default 3). ``--quick``: 256 training samples, one epoch of minibatches of
@@ -41,9 +45,11 @@ def overrides(name: str, quick: bool, epochs: int, device: str | None) -> list[s
     over = [
         f"training.epochs={epochs}",
         f"analysis.log_interval={2 if quick else 50}",
-        'analysis.metrics=["alignment"]'
+        'analysis.metrics=["alignment", "nullspace"]'
         if name.endswith("dfa")
-        else 'analysis.metrics=["alignment", "conditions"]',
+        else 'analysis.metrics=["alignment", "conditions", "nullspace"]',
+        'analysis.mn_rule="auto"',
+        'analysis.ssa_rates="simulated"',
         f"analysis.against={against}",
         "analysis.gamma=1.0",
         "analysis.gammas=[0.0, 1.0]",
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r}: {float(last.sel(run=run, reference=r)):.1f}" for r in ds["reference"].values
         )
         say(f"mnist_alignment {run}: last angles [deg] {vals}")
+        if "nullspace_ratio" in ds:
+            ns = ds["nullspace_ratio"].sel(run=run).isel(step=-1).values
+            say(f"mnist_alignment {run}: last null-space ratios per layer {ns.round(3).tolist()}")
     say(f"mnist_alignment: wrote {nc} and {png}")
     return 0
 
