@@ -1,24 +1,53 @@
 """The ``neurodfc`` command: ``simulate``, ``train``, ``sweep``, ``report``.
 
-Bad input (a missing file, an unknown key, a value out of range) is reported in one message
-naming the field and the allowed range, with exit status 2 and no traceback.
+Bad input (a missing, binary or empty file, an unknown key, a value of the wrong type or out
+of range, a device this machine lacks, a config too big for its memory, an output path that
+cannot be written) is reported in one line on stderr naming the file, the field, the value and
+what is allowed, with exit status 2, before anything is computed or written. A run that fails
+on its own gets one line and exit status 1; an unexpected internal error one line and a hint
+(``--debug`` shows the traceback), exit 1; Ctrl-C exit 130. No traceback reaches the user
+otherwise (docs/errors.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from neurodfc.config import ConfigError, ExperimentConfig, load_config
+from neurodfc.preflight import check_output, preflight
 
 EXIT_USAGE = 2
 """Exit status of a usage error (bad file, key or value)."""
+EXIT_FAILED = 1
+"""Exit status of a run that failed, or of an internal error."""
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT)."""
 
 
 class UsageError(Exception):
     """A user error: printed as one message, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (with a pointer to ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit with status 2.
+
+        Args:
+            message: argparse's description of the problem.
+        """
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} -h)\n")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -33,6 +62,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed (overrides the config's)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    _debug(p)
+
+
+def _debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an internal error",
+    )
 
 
 def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> ExperimentConfig:
@@ -40,7 +79,7 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> ExperimentConf
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.device is not None:
-        overrides.append(f'device="{args.device}"')
+        overrides.append(f"device={json.dumps(args.device, ensure_ascii=False)}")
     overrides.extend(extra)
     return load_config(args.config, overrides)
 
@@ -51,9 +90,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from neurodfc.experiment import simulate_experiment
     from neurodfc.results import write_netcdf
 
-    cfg = _load(args)
     if args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    cfg = _load(args)
+    preflight(cfg, "simulate", out=args.out, samples=args.samples, source=str(args.config))
+    if args.plot is not None:
+        check_output(args.plot, "file", "--plot")
     ds = simulate_experiment(cfg, samples=args.samples)
     out = write_netcdf(ds, args.out)
     counts = {s: int((ds["status"] == s).sum()) for s in set(ds["status"].values.tolist())}
@@ -78,13 +120,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     cfg = _load(args, extra)
+    preflight(cfg, "train", out=args.out, source=str(args.config))
     try:
         result = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     except RunDirError as err:
         raise UsageError(str(err)) from None
     except TrainingStopped as err:
-        print(f"neurodfc train: stopped: {err}", file=sys.stderr)
-        return 1
+        print(f"neurodfc train: stopped: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
     ds = result.metrics
     msg = f"wrote {result.path} (metrics.nc, checkpoint.pt, config.toml)"
     if "test_accuracy_at_best_val" in ds.attrs:
@@ -164,9 +207,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``neurodfc`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="neurodfc",
         description="Deep Feedback Control: simulate, train and analyse (Meulemans et al. 2021).",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("simulate", help="simulate the network + controller dynamics")
@@ -230,31 +276,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="sweep folder (SWEEP_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for logs)")
+    _debug(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="figures and report.md of a run folder or .nc file")
     p.add_argument("run", type=Path, help="RUN_DIR (with metrics.nc) or a .nc file")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/report)")
+    _debug(p)
     p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns
-    the exit status (0 success, 1 a failed run, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    the exit status (0 success, 1 a failed run or an internal error, 2 bad input, 130
+    interrupted). ``--help`` exits through ``SystemExit(0)`` as argparse does.
+
+    Args:
+        argv: the command-line arguments without the program name.
+    """
+    prog = "neurodfc"
+    debug = False
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:
+            if done.code in (0, None):
+                raise
+            return EXIT_USAGE
+        prog, debug = f"neurodfc {args.command}", bool(getattr(args, "debug", False))
         return int(args.func(args))
-    except (ConfigError, UsageError, FileNotFoundError) as err:
-        print(f"neurodfc {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as err:
-        print(f"neurodfc {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"neurodfc {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, UsageError, FileNotFoundError, ValueError) as err:
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"{prog}: error: out of memory; make the config smaller", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as err:  # a write failed after the checks (full disk, vanished folder)
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run again with "
+            "--debug to see the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,11 +11,24 @@ Cross-field rules (checked before any compute starts) live in
 from __future__ import annotations
 
 import json
+import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import tomli_w
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from neurodfc.config_errors import one_line, validation_problems
 
 Activation = Literal["tanh", "linear", "relu", "sigmoid"]
 Solver = Literal[
@@ -31,18 +44,74 @@ MethodName = Literal[
 ]
 
 
+MAX_STEPS = 10_000_000
+"""Most time points of one simulation (``simulation.steps``, ``t_max / dt``, sleep steps)."""
+MAX_TIME = 1e6
+"""Longest simulated time ``t_max`` (units of tau_u)."""
+MAX_EPOCHS = 1_000_000
+"""Most epochs of a training or its feedback pre-training."""
+MAX_SEED = 2**63 - 1
+"""Largest seed (torch and numpy take seeds in ``[0, 2**63 - 1]``)."""
+
+
 class ConfigError(ValueError):
-    """A configuration is invalid; the message names the field and the allowed range."""
+    """A configuration is invalid; the one-line message names the source, the field, its value
+    and what is allowed; ``problems`` lists the bad fields one text each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+
+
+def _as_tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+UnitFloat = Annotated[float, Field(ge=0, lt=1)]
+"""A finite number in [0, 1) (Adam's betas, momentum)."""
+Betas = Annotated[tuple[UnitFloat, UnitFloat], BeforeValidator(_as_tuple)]
+"""Adam's ``(beta1, beta2)``, each in [0, 1); TOML writes it as a list of two numbers."""
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A seed: an integer in [0, 2**63 - 1]."""
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars and paths given from Python as plain int/float/bool/str (TOML and JSON
+    never produce them; strict mode would refuse them)."""
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0:
+        return v.item()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # strict: TOML types are enforced (no bool for a number, no string for a bool, an integer
+    # field takes no float; an integer for a float field is fine); every float is finite
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        strict=True,
+        allow_inf_nan=False,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: _plain(v) for k, v in data.items()}
+        return data
 
 
 class NetworkConfig(_Section):
     """Feedforward architecture ``r_i = phi(W_i r_{i-1} + b_i)``, i = 1..L."""
 
-    sizes: list[int] = Field(default_factory=lambda: [15, 10, 10, 1], min_length=2)
+    sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [15, 10, 10, 1], min_length=2
+    )
     """Layer sizes ``[n_0, n_1, ..., n_L]`` including the input ``n_0``; each >= 1."""
     hidden_activation: str | list[str] = "tanh"
     """Nonlinearity ``phi`` of the hidden layers 1..L-1 (tanh | linear | relu | sigmoid): one
@@ -56,13 +125,6 @@ class NetworkConfig(_Section):
     init_gain: float = Field(default=1.0, gt=0)
     """Gain of the forward-weight initialisation (> 0)."""
 
-    @field_validator("sizes")
-    @classmethod
-    def _positive_sizes(cls, v: list[int]) -> list[int]:
-        if any(n < 1 for n in v):
-            raise ValueError(f"every layer size must be >= 1, got {v}")
-        return v
-
     @field_validator("hidden_activation")
     @classmethod
     def _known_activations(cls, v: str | list[str]) -> str | list[str]:
@@ -70,7 +132,8 @@ class NetworkConfig(_Section):
         for name in [v] if isinstance(v, str) else v:
             if name not in allowed:
                 raise ValueError(
-                    f"unknown activation {name!r}; allowed: {', '.join(map(repr, allowed))}"
+                    f"unknown activation {json.dumps(name)}; allowed: "
+                    + ", ".join(json.dumps(a) for a in allowed)
                 )
         return v
 
@@ -173,11 +236,11 @@ class SimulationConfig(_Section):
     adaptive; ``euler``, ``midpoint``, ``rk4`` fixed-step)."""
     dt: float = Field(default=0.02, gt=0)
     """Step size ``dt`` (units of tau_u); for adaptive solvers, the first step."""
-    steps: int | None = Field(default=None, ge=2)
+    steps: int | None = Field(default=None, ge=2, le=MAX_STEPS)
     """Number of time points simulated (the reference code's tmax_di); t_max = (steps - 1) dt.
     Default: 1000 unless ``t_max`` is given (use :attr:`n_steps` for the resolved value)."""
-    t_max: float | None = Field(default=None, gt=0)
-    """Simulated time (units of tau_u); overrides ``steps`` when given."""
+    t_max: float | None = Field(default=None, gt=0, le=MAX_TIME)
+    """Simulated time (units of tau_u, at most 1e6); overrides ``steps`` when given."""
     inst_transmission: bool = True
     """Reference scheme: layer i at step t+1 reads layer i-1 at t+1 (layers swept bottom-up)."""
     proactive_controller: bool = True
@@ -186,7 +249,7 @@ class SimulationConfig(_Section):
     """Reference scheme: ``v_i = v_i^ff + v_i^fb`` instantaneously (no v-dynamics)."""
     record_every: int = Field(default=10, ge=1)
     """Record the trajectory every k steps (and always the last step)."""
-    rtol: float | None = Field(default=None, gt=0)
+    rtol: float | None = Field(default=None, gt=0, le=1)
     """Relative tolerance of adaptive solvers; ``None`` = the solver's default (``etdrk4``: 2e-4,
     relative to the deviation from the feedforward state, about 1e-4 on the MNIST DFC update;
     torchdiffeq: 1e-7). See :attr:`tolerances`."""
@@ -207,6 +270,20 @@ class SimulationConfig(_Section):
     """``etdrk4``: largest step (units of tau_u; None = unbounded). DFC-SS needs only the final
     state: rtol 1e-2 with max_step 0.5 gives about 8e-5 on MNIST with 201 evaluations (DFC at the
     default tolerances: 486)."""
+
+    @model_validator(mode="after")
+    def _bounded_horizon(self) -> SimulationConfig:
+        if self.t_max is not None and self.t_max / self.dt + 1 > MAX_STEPS:
+            raise ValueError(
+                f"simulation.t_max / simulation.dt = {self.t_max} / {self.dt} gives more than "
+                f"{MAX_STEPS} time points; raise dt or lower t_max"
+            )
+        if self.t_max is None and (self.n_steps - 1) * self.dt > MAX_TIME:
+            raise ValueError(
+                f"simulation.steps x simulation.dt = {self.n_steps - 1} x {self.dt} simulates "
+                f"more than t_max = {MAX_TIME:g} (units of tau_u); lower dt or steps"
+            )
+        return self
 
     @property
     def n_steps(self) -> int:
@@ -267,7 +344,7 @@ class DataConfig(_Section):
     """Use only the first N training samples (quick runs)."""
     max_test_samples: int | None = Field(default=None, ge=1)
     """Use only the first N validation and test samples (quick runs)."""
-    teacher_seed: int = 0
+    teacher_seed: Seed = 0
     """Seed of the teacher network and its inputs (teacher-student task)."""
 
 
@@ -295,7 +372,7 @@ class MethodConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation of the forward weights."""
 
-    epochs: int = Field(default=100, ge=1)
+    epochs: int = Field(default=100, ge=1, le=MAX_EPOCHS)
     """Number of training epochs."""
     batch_size: int = Field(default=128, ge=1)
     """Minibatch size B."""
@@ -305,8 +382,8 @@ class TrainingConfig(_Section):
     """Learning rate (divided by ``loss.lam`` when ``normalize_lr``)."""
     normalize_lr: bool = False
     """Use ``lr / lam`` as the learning rate (reference: normalize_lr)."""
-    betas: tuple[float, float] = (0.99, 0.99)
-    """Adam's ``(beta1, beta2)``."""
+    betas: Betas = (0.99, 0.99)
+    """Adam's ``(beta1, beta2)``, each in [0, 1)."""
     eps: float = Field(default=1e-8, gt=0)
     """Adam's epsilon."""
     momentum: float = Field(default=0.0, ge=0, lt=1)
@@ -339,7 +416,7 @@ class FeedbackLearningConfig(_Section):
     instantaneous (the Table-1 configs set 0.325 for MNIST)."""
     dt: float = Field(default=0.00203, gt=0)
     """Euler-Maruyama step (dt_di_fb)."""
-    steps: int = Field(default=48, ge=3)
+    steps: int = Field(default=48, ge=3, le=MAX_STEPS)
     """Simulated time points per sleep batch (tmax_di_fb)."""
     sigma: float = Field(default=0.00152, gt=0)
     """Apical noise std in hidden layers (sigma_fb)."""
@@ -355,17 +432,17 @@ class FeedbackLearningConfig(_Section):
     """Learning rate of Q during training (lr_fb)."""
     lr_init: float = Field(default=3.17e-4, gt=0)
     """Learning rate of Q during pre-training (lr_fb_init)."""
-    betas: tuple[float, float] = (0.99, 0.99)
-    """Adam's betas for Q (beta1_fb, beta2_fb)."""
+    betas: Betas = (0.99, 0.99)
+    """Adam's betas for Q (beta1_fb, beta2_fb), each in [0, 1)."""
     eps: float = Field(default=1.56e-6, gt=0)
     """Adam's epsilon for Q (epsilon_fb)."""
     weight_decay: float = Field(default=0.001, ge=0)
     """Coupled L2 decay of Q (feedback_wd): the beta Q term of eq. 12."""
     clip_grad_norm: float = Field(default=1.0, ge=0)
     """Clip the norm of all Q gradients together (0: no clipping)."""
-    pretrain_epochs: int = Field(default=10, ge=0)
+    pretrain_epochs: int = Field(default=10, ge=0, le=MAX_EPOCHS)
     """Sleep-only epochs before training (epochs_fb)."""
-    extra_epochs: int = Field(default=2, ge=0)
+    extra_epochs: int = Field(default=2, ge=0, le=MAX_EPOCHS)
     """Further sleep-only passes after each training epoch (extra_fb_epochs)."""
 
 
@@ -409,20 +486,13 @@ class AnalysisConfig(_Section):
     rates), ``analytic`` = the Lemma-1 rates (the DFC-SSA update itself)."""
     gamma: float = Field(default=0.1, ge=0)
     """Damping ``gamma`` of the GN and MN reference updates (reference: gn_damping)."""
-    gammas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 1.0])
+    gammas: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.0, 0.1, 1.0])
     """Dampings of the feedback-alignment angle ``angle(Q, J^T (J J^T + gamma I)^-1)``."""
     stability_at: Literal["auto", "simulated", "analytic", "feedforward"] = "auto"
     """State at which the A matrices are linearised; ``auto``: the simulated final state for
     simulating methods (reference: eigenvalues_bcn), the Lemma-1 state otherwise."""
     max_samples: int | None = Field(default=None, ge=1)
     """Use only the first N samples of a logged minibatch (None: the whole batch)."""
-
-    @field_validator("gammas")
-    @classmethod
-    def _nonnegative_gammas(cls, v: list[float]) -> list[float]:
-        if any(g < 0 for g in v):
-            raise ValueError(f"every damping must be >= 0, got {v}")
-        return v
 
 
 # --- Strong-DFC (issue 6: Meulemans et al., ICML 2022; neurodfc.strong) -------------------
@@ -510,14 +580,17 @@ class ExperimentConfig(_Section):
     """Floating-point precision of every tensor."""
     device: str = "cpu"
     """Torch device (``cpu``, ``cuda``, ``cuda:1`` ...)."""
-    seed: int = 0
-    """Seed of weight initialisation, data splits and noise."""
+    seed: Seed = 0
+    """Seed of weight initialisation, data splits and noise (0 .. 2**63 - 1)."""
 
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        if not (v == "cpu" or v == "cuda" or v.startswith("cuda:") or v == "mps"):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+        if not re.fullmatch(r"cpu|mps|cuda(:[0-9]{1,3})?", v):
+            raise ValueError(
+                f'device = {json.dumps(v)}: must be "cpu", "cuda", "cuda:N" (N = 0, 1, ...) or '
+                '"mps"'
+            )
         return v
 
     @model_validator(mode="after")
@@ -562,24 +635,53 @@ class ExperimentConfig(_Section):
                 f"{self.method.name!r}; set it to false"
             )
         if self.loss.loss == "cross_entropy" and self.network.sizes[-1] < 2:
-            raise ValueError("loss.loss = 'cross_entropy' needs network.sizes[-1] >= 2 classes")
+            raise ValueError(
+                'loss.loss = "cross_entropy" needs network.sizes[-1] >= 2 classes, got '
+                f"network.sizes = {self.network.sizes}"
+            )
+        fl_tau = fl.apical_tau
+        if self.feedback.learned and fl_tau is not None and fl.dt > fl_tau:
+            raise ValueError(
+                f"feedback_learning.dt = {fl.dt} must lie in (0, feedback_learning.apical_tau = "
+                f"{fl_tau}] (forward Euler of the sleep phase)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_strong(self) -> ExperimentConfig:
+        """The Strong-DFC methods integrate both phases with forward Euler at
+        ``simulation.dt`` / ``feedback_learning.dt`` whatever ``simulation.solver`` says."""
+        if self.method.name not in ("strong_dfc", "strong_dfc_single"):
+            return self
+        sim, single = self.simulation, self.method.name == "strong_dfc_single"
+        if sim.inst_system_dynamics:
+            raise ValueError(
+                f"simulation.inst_system_dynamics = true is not supported by method.name = "
+                f"{self.method.name!r}; set it to false"
+            )
+        fl, ou = self.feedback_learning, self.strong.noise == "ou"
+        phases = [("simulation", sim.dt, self.controller.tau_ratio, "controller.tau_ratio")]
+        if not single and self.apical.tau is not None:
+            phases.append(("simulation", sim.dt, self.apical.tau, "apical.tau"))
+        if ou and (self.noise.sigma > 0 or (self.noise.sigma_output or 0.0) > 0):
+            phases.append(("simulation", sim.dt, self.strong.tau_noise, "strong.tau_noise"))
+        if self.feedback.learned and not single and fl.apical_tau is not None:
+            phases.append(
+                ("feedback_learning", fl.dt, fl.apical_tau, "feedback_learning.apical_tau")
+            )
+        if self.feedback.learned and ou and (fl.sigma > 0 or (fl.sigma_output or 0.0) > 0):
+            phases.append(("feedback_learning", fl.dt, self.strong.tau_noise, "strong.tau_noise"))
+        for section, dt, bound, name in phases:
+            if dt > bound:
+                raise ValueError(
+                    f"{section}.dt = {dt} must lie in (0, {name} = {bound}] for method.name = "
+                    f"{self.method.name!r} (forward Euler)"
+                )
         return self
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    errors = err.errors()
-    for e in errors:
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (not a field of this section)"
-        elif e["type"] == "literal_error":
-            msg = f"{msg}; got {e.get('input')!r}"
-        lines.append(f"  {loc}: {msg}")
-    if len(errors) == 1:  # one bad field: one line
-        return f"{lines[0]} {lines[1].strip()}"
-    return "\n".join(lines)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TOML_START = tuple("[{\"'+-.0123456789")
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -588,14 +690,15 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     for p in parts[:-1]:
         child = node.setdefault(p, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
+            raise ConfigError(f"--set {dotted}: {p!r} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """Parse ``section.field=value``; the value is read as TOML (``1e-3``, ``true``, ``[1, 2]``),
-    falling back to a plain string.
+    """Parse ``section.field=value``; the value is read as a TOML literal (``1e-3``, ``true``,
+    ``[1, 2]``, ``"text"``); a bare word that is no TOML literal is taken as a string
+    (``data.dataset=mnist``), anything else that fails to parse is an error.
 
     Args:
         item: one ``--set`` argument.
@@ -603,21 +706,39 @@ def parse_override(item: str) -> tuple[str, Any]:
     Returns:
         ``(dotted key, value)``.
 
+    Raises:
+        ConfigError: no ``=``, a malformed key, an empty or malformed value.
+
     Examples:
         >>> parse_override("controller.k_p=1.5")
         ('controller.k_p', 1.5)
         >>> parse_override('network.hidden_activation=["tanh", "relu"]')
         ('network.hidden_activation', ['tanh', 'relu'])
+        >>> parse_override("data.dataset=mnist")
+        ('data.dataset', 'mnist')
     """
     if "=" not in item:
-        raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        raise ConfigError(f"--set {item!r}: expected section.field=value, e.g. controller.k_p=0.5")
     key, raw = item.split("=", 1)
-    key = key.strip()
+    key, raw = key.strip(), raw.strip()
+    if not _KEY.fullmatch(key):
+        raise ConfigError(
+            f"--set {item!r}: {key!r} is not a key; expected section.field=value with names of "
+            "letters, digits and _ (e.g. controller.k_p=0.5)"
+        )
+    if not raw:
+        raise ConfigError(
+            f'--set {key}= has no value; give a TOML value (1.5, true, "text", [1, 2])'
+        )
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+        parsed = tomllib.loads(f"v = {raw}")
+    except tomllib.TOMLDecodeError as err:
+        if raw.startswith(_TOML_START) or raw in ("true", "false", "inf", "nan"):
+            raise ConfigError(f"--set {key}={raw}: not a valid TOML value ({err})") from None
+        return key, raw
+    if list(parsed) != ["v"]:
+        raise ConfigError(f"--set {key}={raw!r}: one value expected")
+    return key, parsed["v"]
 
 
 def config_from_dict(
@@ -627,7 +748,8 @@ def config_from_dict(
     model: type[ExperimentConfig] = ExperimentConfig,
 ) -> ExperimentConfig:
     """Validate a nested dict (as read from TOML) with optional ``section.field=value``
-    overrides; raises :class:`ConfigError` naming every bad field.
+    overrides; raises :class:`ConfigError` with one line naming every bad field, its value
+    and what it allows.
 
     Args:
         tree: the config as nested dicts (sections as sub-dicts); not modified.
@@ -642,32 +764,62 @@ def config_from_dict(
         >>> config_from_dict({"controller": {"alpha": -1}})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        neurodfc.config.ConfigError: ... controller.alpha: Input should be greater than ... 0
+        neurodfc.config.ConfigError: <dict>: controller.alpha = -1: must be a finite number >= 0
     """
-    tree = json.loads(json.dumps(tree))  # deep copy, plain types
+    tree = _copy_tree(tree)
+    marks = []
     for item in overrides:
         key, value = parse_override(item)
         _set_path(tree, key, value)
+        marks.append(key)
     try:
         return model.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        problems = validation_problems(err, model, marks)
+        raise ConfigError(one_line(source, problems), problems) from None
+
+
+def _copy_tree(tree: Any) -> Any:
+    """A deep copy of nested dicts and lists (values shared: they are immutable scalars)."""
+    if isinstance(tree, dict):
+        return {k: _copy_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [_copy_tree(v) for v in tree]
+    return tree
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing or malformed file raises :class:`ConfigError` naming it.
+    """Read a TOML config file; a missing, unreadable, binary, malformed or empty file raises
+    :class:`ConfigError` naming it.
 
     Args:
         path: the TOML file.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a TOML config file")
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot be read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{p}: not a UTF-8 TOML file (byte {err.start} is 0x{raw[err.start]:02x})"
+        ) from None
+    try:
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: not valid TOML ({err})") from None
+    if not tree:
+        raise ConfigError(
+            f"{p}: holds no settings (the file is empty or only comments); start from a config "
+            "in models/"
+        )
+    return tree
 
 
 def load_config(
@@ -686,22 +838,19 @@ def load_config(
 
 
 def to_toml(cfg: BaseModel) -> str:
-    """Serialise a config as TOML (sections as tables, ``None`` fields omitted); the result
-    loads back into an equal config.
+    """Serialise a config as TOML with tomli-w (sections as tables, ``None`` fields omitted);
+    the result loads back into an equal config.
 
     Args:
         cfg: the config (any pydantic model of this module).
+
+    Examples:
+        >>> text = to_toml(config_from_dict({"simulation": {"atol": 1e-12}}))
+        >>> config_from_dict(tomllib.loads(text)).simulation.atol
+        1e-12
     """
     _check_representable(cfg)
-    data = cfg.model_dump(mode="json", exclude_none=True)
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    out = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
-    for name, table in tables.items():
-        out.append("")
-        out.append(f"[{name}]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
-    return "\n".join(out) + "\n"
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
 
 
 def _check_representable(cfg: BaseModel, prefix: str = "") -> None:
@@ -716,15 +865,3 @@ def _check_representable(cfg: BaseModel, prefix: str = "") -> None:
                 f"{prefix}{name} = None cannot be written to TOML (its default is "
                 f"{field.default!r}); set a value"
             )
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")

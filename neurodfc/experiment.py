@@ -10,6 +10,7 @@ import xarray as xr
 from neurodfc.config import ExperimentConfig
 from neurodfc.data import DataSplits, Split, load_dataset
 from neurodfc.network import DTYPES
+from neurodfc.preflight import check_data, preflight
 from neurodfc.results import solution_to_xarray
 from neurodfc.solve import simulate
 from neurodfc.system import DFCSystem, lemma1
@@ -25,7 +26,8 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             ``dtype`` and ``device``).
 
     Raises:
-        ValueError: when the network's sizes or the loss do not fit the data set.
+        neurodfc.preflight.PreflightError: when the network's sizes or the loss do not fit the
+            data set (checked before anything is read).
         neurodfc.data.DatasetError: when a data file is missing or fails its checksum.
 
     Examples:
@@ -38,6 +40,7 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
         >>> splits.task, tuple(splits.train.x.shape), tuple(splits.test.y.shape)
         ('regression', (100, 15), (30, 1))
     """
+    check_data(cfg)
     d = cfg.data
     dtype = DTYPES[cfg.dtype]
     n_in, n_out = cfg.network.sizes[0], cfg.network.sizes[-1]
@@ -86,21 +89,8 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             dtype=dtype,
             device=cfg.device,
         )
-    if splits.n_in != n_in or splits.n_out != n_out:
-        raise ValueError(
-            f"network.sizes = {cfg.network.sizes} does not fit data.dataset = {d.dataset!r}: "
-            f"the input size must be {splits.n_in} and the output size {splits.n_out}"
-        )
-    if cfg.loss.loss == "cross_entropy" and splits.task != "classification":
-        raise ValueError(
-            f"loss.loss = 'cross_entropy' needs a classification data set, "
-            f"but data.dataset = {d.dataset!r} is a regression task"
-        )
-    if cfg.loss.loss == "mse" and splits.task == "classification":
-        raise ValueError(
-            f"loss.loss = 'mse' needs a regression data set, "
-            f"but data.dataset = {d.dataset!r} is a classification task"
-        )
+    if (splits.n_in, splits.n_out) != (n_in, n_out):  # pragma: no cover (check_data's job)
+        raise AssertionError(f"data set {d.dataset!r} has sizes ({splits.n_in}, {splits.n_out})")
     return splits
 
 
@@ -114,7 +104,7 @@ def simulate_experiment(
 
     Args:
         cfg: the experiment config (network, controller, simulation and data).
-        samples: number of training samples simulated (>= 1).
+        samples: number of training samples simulated (>= 1, at most the training samples).
         system: the system to simulate (default: ``DFCSystem.from_config(cfg)``, i.e. the
             seeded initial weights).
         record_v: record every layer's voltages ``v_i(t)`` (variables ``v_l{i}``).
@@ -123,14 +113,13 @@ def simulate_experiment(
         The Dataset of :func:`neurodfc.results.solution_to_xarray`, with the Lemma-1
         prediction ``u_ss_lemma1``, the labels and the config in its attributes (what
         ``neurodfc simulate`` writes).
+
+    Raises:
+        neurodfc.preflight.PreflightError: the config cannot run here (device, data, memory,
+            ``samples``), before anything is computed.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    preflight(cfg, "simulate", samples=samples)
     splits = load_data(cfg)
-    if samples > splits.train.x.shape[0]:
-        raise ValueError(
-            f"samples = {samples} exceeds the {splits.train.x.shape[0]} training samples"
-        )
     system = system or DFCSystem.from_config(cfg)
     x, y = splits.train.x[:samples], splits.train.y[:samples]
     r_target = system.target(x, y)

@@ -36,6 +36,7 @@ from neurodfc.callbacks import ProgressReporter, TrainingCallback
 from neurodfc.config import ExperimentConfig, load_config, to_toml
 from neurodfc.epoch import batches, clip_gradients, evaluate, forward_lr, make_optimizer
 from neurodfc.methods import Update, get_method
+from neurodfc.preflight import preflight
 from neurodfc.runs.checkpoint import CheckpointError, read_checkpoint
 from neurodfc.runs.files import RunDirError, atomic_write_text, clean_temp_files, hold_lock
 from neurodfc.runs.folder import (
@@ -271,6 +272,7 @@ def train(
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_config(cfg)
     path = Path(out)
+    preflight(cfg, "train", out=path)  # device, data, memory, out: before anything is written
     with _open_run_dir(path):
         clean_temp_files(path, RUN_FILES)
         ckpt = None

@@ -29,12 +29,9 @@ FIG1D = REPO / "models" / "fig1d.toml"
 
 
 def _problem_lines(err: ConfigError) -> list[str]:
-    """The per-field problems of a validation message: one line ``header field: problem`` for
-    a single bad field, else one indented line per field after the header."""
-    lines = str(err).splitlines()
-    if len(lines) == 1:
-        return lines
-    return [ln for ln in lines if ln.startswith("  ")]
+    """The per-field problems of a validation message (the message itself is one line)."""
+    assert len(str(err).splitlines()) == 1, str(err)
+    return err.problems
 
 
 # ----------------------------------------------------------------------- bad config values
@@ -59,12 +56,12 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
     "unknown_activation": (
         {"network": {"hidden_activation": "swish"}},
         [],
-        ["network.hidden_activation", "swish", "'tanh'", "'linear'", "'relu'", "'sigmoid'"],
+        ["network.hidden_activation", "swish", '"tanh"', '"linear"', '"relu"', '"sigmoid"'],
     ),
     "unknown_output_activation": (
         {"network": {"output_activation": "softplus"}},
         [],
-        ["network.output_activation", "softplus", "'tanh'", "'sigmoid'"],
+        ["network.output_activation", "softplus", '"tanh"', '"sigmoid"'],
     ),
     "set_unknown_field": ({}, ["controller.gain=2"], ["controller.gain", "unknown key"]),
     "set_unknown_section": ({}, ["optimizer.lr=0.1"], ["optimizer", "unknown key"]),
