@@ -27,10 +27,10 @@ class Capabilities:
         reports_status: its :class:`Update` carries the per-sample convergence ``status`` of
             that simulation (the DFC family; the Strong-DFC loop does not report one).
             Requires ``simulates``.
-        own_sleep_phase: the method brings its own feedback-learning rule,
-            :meth:`Method.feedback_gradients` (Strong-DFC); otherwise the training loop's sleep
-            phase is DFC's (:func:`neurodfc.methods.feedback_learning.feedback_gradients`).
-            The Strong-DFC clipping option ``strong.feedback_clip`` applies to such methods.
+        own_sleep_phase: the method brings its own feedback-learning rule: it overrides
+            :meth:`Method.feedback_gradients` (Strong-DFC), whose default is DFC's sleep phase
+            (:func:`neurodfc.methods.feedback_learning.feedback_gradients`). The Strong-DFC
+            clipping option ``strong.feedback_clip`` applies to such methods.
         feedback_in_update: :meth:`Method.update` also returns the feedback gradients
             ``Update.grad_Q`` from the same simulation (learned output feedback).
         single_phase: no separate sleep phase before each epoch's forward pass: the feedback
@@ -162,22 +162,19 @@ class Method(ABC):
         y: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
-        """The method's own sleep-phase feedback gradients ``grad Q_i`` [n_i, n_L] per layer.
+        """Sleep-phase feedback gradients ``grad Q_i`` [n_i, n_L] of every layer.
 
-        Only methods whose capabilities have ``own_sleep_phase`` implement it; the others
-        learn their feedback with DFC's sleep phase
-        (:func:`neurodfc.methods.feedback_learning.feedback_gradients`).
+        The default is DFC's noise-driven sleep phase
+        (:func:`neurodfc.methods.feedback_learning.feedback_gradients`, which needs no
+        labels); methods whose capabilities have ``own_sleep_phase`` override it.
 
         Args:
             system: the DFC system; never modified.
             x: inputs [B, n_0].
-            y: labels [B] or regression targets [B, n_L].
+            y: labels [B] or regression targets [B, n_L] (unused by the default).
             generator: random generator of the sleep-phase noise.
-
-        Raises:
-            NotImplementedError: for a method without ``own_sleep_phase``.
         """
-        raise NotImplementedError(
-            f"method {self.name!r} has no sleep phase of its own (capabilities.own_sleep_phase "
-            "is False); use neurodfc.methods.feedback_learning.feedback_gradients"
-        )
+        del y  # DFC's sleep phase is driven by noise alone
+        from neurodfc.methods.feedback_learning import feedback_gradients
+
+        return feedback_gradients(system, x, generator)

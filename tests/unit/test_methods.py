@@ -321,7 +321,7 @@ def test_declared_capabilities_match_what_the_method_returns(name: str) -> None:
     """Each method's Capabilities are checked against its behaviour on one batch: a method
     declaring reports_status returns a per-sample status (the others none), a method declaring
     feedback_in_update returns one grad_Q per layer of Q's shape (the others none), a method
-    with its own sleep phase returns feedback gradients (the others refuse)."""
+    with its own sleep phase returns gradients other than DFC's sleep phase (the default)."""
     system = make_system(
         [4, 6, 3],
         k_p=1.0,
@@ -351,12 +351,11 @@ def test_declared_capabilities_match_what_the_method_returns(name: str) -> None:
         assert all(float(g.norm()) > 0 for g in up.grad_Q)
     else:
         assert up.grad_Q == []
-    if caps.own_sleep_phase:
-        grads = method.feedback_gradients(system, x, y, torch.Generator().manual_seed(2))
-        assert [tuple(g.shape) for g in grads] == q_shapes
-    else:
-        with pytest.raises(NotImplementedError, match="own_sleep_phase"):
-            method.feedback_gradients(system, x, y)
+    grads = method.feedback_gradients(system, x, y, torch.Generator().manual_seed(2))
+    assert [tuple(g.shape) for g in grads] == q_shapes
+    dfc_sleep = feedback_gradients(system, x, torch.Generator().manual_seed(2))
+    same = all(torch.equal(a, b) for a, b in zip(grads, dfc_sleep, strict=True))
+    assert same != caps.own_sleep_phase  # the default is DFC's sleep phase
 
 
 def test_capabilities_are_frozen_and_consistent() -> None:
