@@ -14,7 +14,7 @@ the outputs do not see. Biases are not included (as in the reference).
 
 ``row(A_i)`` is spanned by the right singular vectors whose singular value is at least ``tol``
 (the reference's absolute 1e-12). When ``A_i`` is small it is formed and decomposed by SVD (the
-reference's computation); otherwise (MNIST's first layers: ``A_1`` is 1280 x 200704) the
+reference's computation); otherwise (every MNIST layer: ``A_1`` is 1280 x 200704) the
 projection is computed without forming ``A_i``, from the eigen-decomposition of the Gram
 matrix ``A_i A_i^T = (J_i J_i^T) * (r_{i-1} r_{i-1}^T)`` (per sample pair), with the cut-off
 raised to the Gram matrix's rounding floor ``sqrt(m eps) s_max`` (m = B n_L) where that is
@@ -32,7 +32,7 @@ from neurodfc.system import DFCSystem, jacobian
 
 TOL = 1e-12
 """Singular values below this count as zero (the reference's ``nullspace`` tolerance)."""
-MAX_EXPLICIT = 4_000_000
+MAX_EXPLICIT = 1_000_000
 """``A_i`` with at most this many elements is formed and decomposed by SVD."""
 
 
