@@ -38,10 +38,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neurodfc.components.neurons import RateNeurons
+from neurodfc.core.noise import NOISE_BLOCK, GaussianNoise
+from neurodfc.core.noise import NoiseSource as AnyNoiseSource
+from neurodfc.core.teaching import teaching_signal_into
+from neurodfc.increments import fast_tanh
 from neurodfc.network import DFCNetwork
 
-NOISE_BLOCK = 64
-"""Steps of noise drawn at once (fixed: the realisation depends on it)."""
+__all__ = ["NOISE_BLOCK", "EulerRun", "NoiseSource", "euler_reference_fast", "fast_tanh"]
+
 DEFAULT_CHUNK = 16
 """Steps per accumulation product (measured on CPU: 4 to 32 within 10 %, 16 best)."""
 EARLY_STOP_RATE = 1e-6
@@ -63,77 +68,16 @@ class EulerRun:
     e_rec: torch.Tensor
     v_rec: list[torch.Tensor]
     steps_run: int
+    a_rec: list[torch.Tensor] = field(default_factory=list)
     acc_W: list[torch.Tensor] = field(default_factory=list)
     acc_b: list[torch.Tensor] = field(default_factory=list)
     acc_Q: list[torch.Tensor] = field(default_factory=list)
 
 
-def fast_tanh(v: torch.Tensor, out: torch.Tensor, half: torch.Tensor | None = None) -> None:
-    """``out = tanh(v) = 2 sigmoid(2 v) - 1``; with ``half`` also ``half = sigmoid(2 v)``."""
-    s = half if half is not None else out
-    torch.mul(v, 2.0, out=s)
-    torch.sigmoid(s, out=s)
-    torch.add(_minus_one(out), s, alpha=2.0, out=out)
-
-
-_MINUS_ONE: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _minus_one(like: torch.Tensor) -> torch.Tensor:
-    key = (like.dtype, like.device)
-    t = _MINUS_ONE.get(key)
-    if t is None:
-        t = _MINUS_ONE[key] = torch.tensor(-1.0, dtype=like.dtype, device=like.device)
-    return t
-
-
-class NoiseSource:
-    """Standard normals ``[B, N]`` per step for ``n_steps`` steps, drawn in float32 blocks of
-    ``min(NOISE_BLOCK, steps left)`` steps (added to the simulation's tensors with type
-    promotion, no conversion pass).
-
-    Args:
-        shape: ``(B, N)`` of one step's noise.
-        dtype: the simulation's dtype (the noise itself stays float32).
-        device: where the noise is drawn (on CUDA by a device generator seeded from
-            ``generator``).
-        generator: CPU random generator (None: torch's default).
-        n_steps: number of steps that will be drawn (sizes the last block).
-    """
-
-    def __init__(
-        self,
-        shape: tuple[int, int],
-        dtype: torch.dtype,
-        device: torch.device,
-        generator: torch.Generator | None,
-        n_steps: int = NOISE_BLOCK,
-    ) -> None:
-        self.shape = shape
-        self.dtype = dtype
-        self.device = device
-        self.left = n_steps
-        if device.type != "cpu":
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            self.gen: torch.Generator | None = torch.Generator(device=device).manual_seed(seed)
-        else:
-            self.gen = generator
-        self.block: list[torch.Tensor] = []
-        self.k = 0
-
-    def next(self) -> torch.Tensor:
-        """The next step's normals [B, N] (float32)."""
-        if self.k == len(self.block):
-            size = max(1, min(NOISE_BLOCK, self.left))
-            raw = torch.randn(
-                (size, *self.shape), generator=self.gen, dtype=torch.float32, device=self.device
-            )
-            self.block = list(raw.unbind(0))
-            self.left -= size
-            self.k = 0
-        xi = self.block[self.k]
-        self.k += 1
-        return xi
+NoiseSource = GaussianNoise
+"""The standard normals of the noisy reference scheme (now public as
+:class:`neurodfc.core.noise.GaussianNoise`; any :class:`neurodfc.core.noise.NoiseSource`
+can be passed as ``noise_source``)."""
 
 
 @torch.no_grad()
@@ -161,6 +105,8 @@ def euler_reference_fast(
     chunk: int = DEFAULT_CHUNK,
     early_stop: bool = False,
     converged: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    noise_source: AnyNoiseSource | None = None,
+    record_apical: bool = False,
 ) -> EulerRun:
     """The reference scheme (step t -> t+1, t = 0..n_steps-2)::
 
@@ -197,6 +143,9 @@ def euler_reference_fast(
         chunk: steps per accumulation product.
         early_stop: stop once every sample has converged (closed-form completion).
         converged: the convergence test of ``early_stop``.
+        noise_source: the standard normals of the noise (None: :class:`GaussianNoise` drawn
+            from ``generator``).
+        record_apical: also record every layer's apical voltage.
 
     Returns:
         An :class:`EulerRun`.
@@ -211,6 +160,7 @@ def euler_reference_fast(
     for n in sizes:
         offs.append(offs[-1] + n)
     acts = list(net.act_names)
+    layers = [RateNeurons(a) for a in acts]
     tau_a = apical_tau if apical_tau is not None else dt
     inst_tx = inst_transmission or inst_system_dynamics
     sigma, sigma_out = noise
@@ -261,6 +211,11 @@ def euler_reference_fast(
     v_rec = (
         [torch.empty((n_rec, B, n), dtype=dtype, device=device) for n in sizes] if record_v else []
     )
+    a_rec = (
+        [torch.empty((n_rec, B, n), dtype=dtype, device=device) for n in sizes]
+        if record_apical
+        else []
+    )
 
     def store(k: int, slot: int) -> None:
         r_rec[k] = slot_r[L - 1][slot]
@@ -268,6 +223,8 @@ def euler_reference_fast(
         torch.sub(r_target, slot_r[L - 1][slot], out=e_rec[k])
         for i in range(len(v_rec)):
             v_rec[i][k] = v[i]
+        for i in range(len(a_rec)):
+            a_rec[i][k] = va[i]
 
     store(0, 0)
 
@@ -293,7 +250,9 @@ def euler_reference_fast(
             dprime_ff = [net.act_prime(i, v_ff[i]) for i in range(L)]
     d_prev = [torch.zeros((B, n), dtype=dtype, device=device) for n in sizes] if acc else []
     acc_Q = torch.zeros((N, r_target.shape[1]), dtype=dtype, device=device)
-    noise_src = NoiseSource((B, N), dtype, device, generator, T - 1) if noisy else None
+    noise_src: AnyNoiseSource | None = None
+    if noisy:
+        noise_src = noise_source or GaussianNoise((B, N), dtype, device, generator, T - 1)
     noise_scale = math.sqrt(dt) / tau_a
     same_sigma = sigma == sigma_out
     layer_order = list(range(L)) if inst_tx else list(range(L - 1, -1, -1))
@@ -323,11 +282,10 @@ def euler_reference_fast(
                 hb = net.act(i, vb[i])
             ha = half[i] if acts[i] == "tanh" else slot_r[i][slot]
             torch.sub(ha, hb, out=out)
-        elif accumulate == "voltage_difference":
-            torch.sub(v[i], vb[i], out=out)
         else:
-            torch.sub(v[i], vb[i], out=out)
-            out.mul_(dprime_ff[i])
+            assert accumulate is not None
+            dphi = dprime_ff[i] if dprime_ff else None
+            teaching_signal_into(layers[i], accumulate, v[i], vb[i], slot_r[i][slot], out, dphi)
 
     s = 0  # slot of the current state
     steps_done = 0
@@ -447,6 +405,7 @@ def euler_reference_fast(
         u_rec=u_rec,
         e_rec=e_rec,
         v_rec=v_rec,
+        a_rec=a_rec,
         steps_run=steps_done,
         acc_W=acc_W,
         acc_b=acc_b,

@@ -31,7 +31,31 @@ from __future__ import annotations
 
 import torch
 
-from neurodfc.fastpath import fast_tanh
+
+def fast_tanh(v: torch.Tensor, out: torch.Tensor, half: torch.Tensor | None = None) -> None:
+    """``out = tanh(v) = 2 sigmoid(2 v) - 1`` (torch's float64 ``tanh`` is not vectorised on
+    CPU: about 4x slower than ``sigmoid``); agrees with ``torch.tanh`` to a few ulp.
+
+    Args:
+        v: voltages (any shape).
+        out: output buffer shaped like ``v``.
+        half: optional buffer that receives ``sigmoid(2 v)`` as well.
+    """
+    s = half if half is not None else out
+    torch.mul(v, 2.0, out=s)
+    torch.sigmoid(s, out=s)
+    torch.add(_minus_one(out), s, alpha=2.0, out=out)
+
+
+_MINUS_ONE: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _minus_one(like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    t = _MINUS_ONE.get(key)
+    if t is None:
+        t = _MINUS_ONE[key] = torch.tensor(-1.0, dtype=like.dtype, device=like.device)
+    return t
 
 
 class RateIncrement:

@@ -35,10 +35,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neurodfc.increments import rate_increments
+from neurodfc.components.controller import PIController
+from neurodfc.core.loop import ClosedLoop
+from neurodfc.core.split import SplitField, phi_scalar
+from neurodfc.core.teaching import FORWARD_RULES, check_rule
 from neurodfc.network import DFCNetwork
 
-FORWARD_RULES = ("nonlinear_difference", "voltage_difference", "derivative_matrix")
+__all__ = ["FORWARD_RULES", "ContinuousRun", "SplitField", "integrate", "phi_scalar"]
 
 
 @dataclass
@@ -63,175 +66,16 @@ class ContinuousRun:
     frozen)."""
     overflowed: torch.Tensor | None = None
     """The frozen samples [B] (bool) whose state became non-finite (None: none)."""
+    limit_reached: bool = False
+    """The step limit ``max_steps`` stopped the run before ``t_max`` (the state is the last
+    accepted one; the samples are reported ``max_steps``)."""
     t_rec: list[float] = field(default_factory=list)
     r_rec: torch.Tensor | None = None
     u_rec: torch.Tensor | None = None
     v_rec: list[torch.Tensor] = field(default_factory=list)
+    a_rec: list[torch.Tensor] = field(default_factory=list)
     acc_W: list[torch.Tensor] = field(default_factory=list)
     acc_b: list[torch.Tensor] = field(default_factory=list)
-
-
-def phi_scalar(z: float) -> tuple[float, float, float, float]:
-    """``(exp(z), phi_1(z), phi_2(z), phi_3(z))`` with ``phi_k(z) = sum_j z^j / (j + k)!``,
-    by the closed forms for ``|z| >= 0.2`` and a Taylor series below (no cancellation)."""
-    if abs(z) >= 0.2:
-        ez = math.exp(z)
-        p1 = (ez - 1) / z
-        p2 = (ez - 1 - z) / z**2
-        p3 = (ez - 1 - z - z * z / 2) / z**3
-        return ez, p1, p2, p3
-    p = [0.0, 0.0, 0.0]
-    term = 1.0
-    for j in range(16):
-        for k in range(3):
-            p[k] += term / math.factorial(j + k + 1)
-        term *= z
-    return math.exp(z), p[0], p[1], p[2]
-
-
-class _Field:
-    """The closed loop split as ``f(y) = D y + N(y)`` on a flat state ``y`` [B, S] (columns:
-    voltage deviations ``z_i = v_i - v_i^ff`` of all layers, apical voltages if any,
-    ``u_int``)."""
-
-    def __init__(
-        self,
-        net: DFCNetwork,
-        x: torch.Tensor,
-        r_target: torch.Tensor,
-        alpha: float,
-        k_p: float,
-        tau_ratio: float,
-        leak: str,
-        apical_tau: float | None,
-    ) -> None:
-        self.L = L = net.depth
-        self.sizes = sizes = net.sizes[1:]
-        self.N = N = sum(sizes)
-        self.nL = nL = sizes[-1]
-        self.offs = [0]
-        for n in sizes:
-            self.offs.append(self.offs[-1] + n)
-        self.apical = apical_tau is not None
-        self.tau_a = apical_tau
-        self.S = S = N * (2 if self.apical else 1) + nL
-        self.alpha, self.k_p, self.tcr, self.leak = alpha, k_p, tau_ratio, leak
-        self.r_target = r_target
-        self.acts = list(net.act_names)
-        B = x.shape[0]
-        dtype, device = x.dtype, x.device
-        inv = 1.0 / tau_ratio
-        self.W = [w.detach() for w in net.W]
-        # 1/tau_ratio folded into the products: vbs = (W r + b)/tau_ratio
-        self.Wt_s = [(w * inv).t().contiguous() for w in self.W]
-        Q = [q.detach() for q in net.Q]
-        fb_scale = 1.0 if self.apical else inv
-        self.QT_s = (torch.cat(Q, dim=0) * fb_scale).t().contiguous()
-        self.v_ff, self.r_ff = net.feedforward(x)
-        self.inc = rate_increments(self.acts, self.v_ff)
-        # output error at the feedforward state, r_L* - r_L^ff (e = delta - (r_L - r_L^ff))
-        self.delta = r_target - self.r_ff[-1]
-        # exact linear part D (per column; few distinct values)
-        D = [-inv] * S
-        self.out_shift: torch.Tensor | None = None
-        if k_p != 0.0 and Q[-1].shape[0] == Q[-1].shape[1]:
-            dphi = net.act_prime(L - 1, self.v_ff[-1]).mean(0)
-            dL = (-(1.0 + k_p * torch.diagonal(Q[-1]) * dphi) * inv).tolist()
-            D[self.offs[L - 1] : N] = dL
-            # N_L = (vb + fb - v)/tcr - D_L v: the extra term -(1/tcr + D_L) v
-            self.out_shift = -(torch.tensor(dL, dtype=dtype, device=device) + inv)
-        if self.apical:
-            assert apical_tau is not None
-            D[N : 2 * N] = [-1.0 / apical_tau] * N
-        D[S - nL :] = [-alpha if leak == "paper" else 0.0] * nL
-        self.D = torch.tensor(D, dtype=dtype, device=device)
-        uniq = sorted(set(D))
-        self.D_unique = uniq
-        self.D_index = torch.tensor([uniq.index(d) for d in D], device=device)
-        self.nfe = 0
-        # basal deviations W_i (r_{i-1} - r_{i-1}^ff) / tau_ratio (layer 1: none, r_0 is fixed)
-        self.vbs = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
-        self.vbs[0] = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
-        self.dr = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
-        self.work = [torch.empty((B, n), dtype=dtype, device=device) for n in sizes]
-        self.FB = torch.empty((B, N), dtype=dtype, device=device)
-        self.e = torch.empty_like(r_target)
-        self.u = torch.empty_like(r_target)
-
-    def coefficients(self, h: float) -> dict[str, torch.Tensor]:
-        """The per-column ETDRK4 coefficients for step ``h``."""
-        full = [phi_scalar(h * d) for d in self.D_unique]
-        half = [phi_scalar(0.5 * h * d) for d in self.D_unique]
-        rows = {
-            "E": [f[0] for f in full],
-            "E2": [g[0] for g in half],
-            "q1": [0.5 * h * g[1] for g in half],
-            "f1": [h * (f[1] - 3 * f[2] + 4 * f[3]) for f in full],
-            "f2": [h * (2 * f[2] - 4 * f[3]) for f in full],
-            "f3": [h * (4 * f[3] - f[2]) for f in full],
-            # ETD2RK minus ETDRK4: the error estimate
-            "g1": [h * (f[1] - f[2]) - h * (f[1] - 3 * f[2] + 4 * f[3]) for f in full],
-            "g2": [-h * (2 * f[2] - 4 * f[3]) for f in full],
-            "g3": [h * f[2] - h * (4 * f[3] - f[2]) for f in full],
-        }
-        keys = list(rows)
-        table = torch.tensor([rows[k] for k in keys], dtype=self.D.dtype, device=self.D.device)
-        cols = table[:, self.D_index]
-        return {k: cols[j] for j, k in enumerate(keys)}
-
-    def initial_state(self) -> torch.Tensor:
-        """The feedforward state: zero deviations, apical voltages and integral control."""
-        return torch.zeros(
-            (self.r_target.shape[0], self.S), dtype=self.r_target.dtype, device=self.D.device
-        )
-
-    def voltages(self, y: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer views ``z_i = v_i - v_i^ff`` of a state."""
-        return [y[:, self.offs[i] : self.offs[i + 1]] for i in range(self.L)]
-
-    def rates(self, y: torch.Tensor, r: list[torch.Tensor] | None) -> None:
-        """``self.dr_i = phi(v_i) - phi(v_i^ff)`` and, when ``r`` is given, ``r_i = phi(v_i)``
-        into ``r``."""
-        z = self.voltages(y)
-        for i in range(self.L):
-            self.inc[i](z[i], self.dr[i], self.work[i])
-            if r is not None:
-                torch.add(self.r_ff[i], self.dr[i], out=r[i])
-
-    def nonlinear(self, y: torch.Tensor, r: list[torch.Tensor] | None, out: torch.Tensor) -> None:
-        """``out = N(y) = f(y) - D y``; fills ``r`` (rates) and ``self.vbs`` (basal inputs
-        divided by tau_ratio)."""
-        self.nfe += 1
-        L, N, offs = self.L, self.N, self.offs
-        self.rates(y, r)
-        for i in range(1, L):
-            torch.mm(self.dr[i - 1], self.Wt_s[i], out=self.vbs[i])
-        e, u = self.e, self.u
-        u_int = y[:, self.S - self.nL :]
-        torch.sub(self.delta, self.dr[L - 1], out=e)
-        torch.add(u_int, e, alpha=self.k_p, out=u)
-        torch.mm(u, self.QT_s, out=self.FB)
-        if self.apical:
-            assert self.tau_a is not None
-            torch.mul(self.FB, 1.0 / self.tau_a, out=out[:, N : 2 * N])
-            fb_src, fb_alpha = y[:, N : 2 * N], 1.0 / self.tcr
-        else:
-            fb_src, fb_alpha = self.FB, 1.0
-        for i in range(L):
-            blk = out[:, offs[i] : offs[i + 1]]
-            torch.add(self.vbs[i], fb_src[:, offs[i] : offs[i + 1]], alpha=fb_alpha, out=blk)
-            if i == L - 1 and self.out_shift is not None:
-                blk.addcmul_(y[:, offs[i] : offs[i + 1]], self.out_shift)
-        du = out[:, self.S - self.nL :]
-        if self.leak == "paper":
-            du.copy_(e)  # e - alpha u_int: the leak is in D
-        else:
-            torch.sub(e, u, alpha=self.alpha, out=du)
-
-    def control(self, y: torch.Tensor, dr_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(u, u_int)`` at a state whose output rate deviation is ``dr_out``."""
-        u_int = y[:, self.S - self.nL :]
-        return u_int + self.k_p * (self.delta - dr_out), u_int
 
 
 @torch.no_grad()
@@ -258,6 +102,8 @@ def integrate(
     trace: list[tuple[float, float, float]] | None = None,
     freeze_ratio: float = math.inf,
     freeze_growth: float = 100.0,
+    split: SplitField | None = None,
+    record_apical: bool = False,
 ) -> ContinuousRun:
     """Integrate the closed loop (and, with ``accumulate``, the rule's time integral) from the
     feedforward state to ``t_max`` with adaptive ETDRK4 (see the module docstring).
@@ -285,7 +131,8 @@ def integrate(
         record_times: times whose ``r_L``, ``u`` (and ``v``) are recorded.
         record_v: also record every layer's voltage.
         chunk: steps per accumulation product.
-        max_steps: accepted + rejected steps allowed before giving up (RuntimeError).
+        max_steps: accepted + rejected steps allowed; then the run stops where it is
+            (:attr:`ContinuousRun.limit_reached`).
         max_step: largest step (number or function of t).
         trace: list collecting ``(t, h, error ratio)`` per attempted step.
         freeze_ratio: a sample whose divergence ratio ``|r_L - (r_L* - alpha u)| / |r_L^-|``
@@ -293,17 +140,24 @@ def integrate(
             :attr:`ContinuousRun.dead`): a diverging sample would otherwise force ever smaller
             steps on the whole batch. Samples whose state overflows are always frozen.
         freeze_growth: see ``freeze_ratio``.
+        split: the closed loop to integrate (:class:`neurodfc.core.split.SplitField`, any
+            components); None: the network's neurons with the PI controller of ``alpha``,
+            ``k_p``, ``leak``, ``tau_ratio`` and ``apical_tau``.
+        record_apical: also record every layer's apical voltage (``Q_i u`` when
+            instantaneous).
 
     Returns:
         A :class:`ContinuousRun`.
     """
-    if accumulate is not None and accumulate not in FORWARD_RULES:
-        raise ValueError(f"accumulate must be one of {FORWARD_RULES}, got {accumulate!r}")
-    F = _Field(net, x, r_target, alpha, k_p, tau_ratio, leak, apical_tau)
+    check_rule(accumulate)
+    if split is None:
+        pi = PIController(k_p=k_p, alpha=alpha, leak=leak)
+        split = SplitField(ClosedLoop(net, x, r_target, pi, tau_ratio, apical_tau))
+    F = split
     L, sizes, S, N = F.L, F.sizes, F.S, F.N
     B = x.shape[0]
     dtype, device = x.dtype, x.device
-    tcr = tau_ratio
+    taus = F.taus
 
     def buf(*shape: int) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype, device=device)
@@ -327,7 +181,7 @@ def integrate(
     acc_d1 = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
     dprime_ff: list[torch.Tensor] = []
     if accumulate == "derivative_matrix":
-        dprime_ff = [net.act_prime(i, F.v_ff[i]) for i in range(L)]
+        dprime_ff = [lay.phi_prime(F.v_ff[i]) for i, lay in enumerate(F.loop.layers)]
     fill = 0
     acc_points = 0
     # samples whose state became non-finite (a diverging sample must not stall the batch)
@@ -365,11 +219,11 @@ def integrate(
                 if i == 0:  # the basal input of layer 1 is the feedforward one
                     out[0].copy_(F.dr[0])
                     continue
-                torch.mul(F.vbs[i], tcr, out=tmp[i])
+                torch.mul(F.vbs[i], taus[i], out=tmp[i])
                 F.inc[i](tmp[i], out[i], F.work[i])
                 torch.sub(F.dr[i], out[i], out=out[i])
             else:
-                torch.sub(z[i], F.vbs[i], alpha=tcr, out=out[i])
+                torch.sub(z[i], F.vbs[i], alpha=taus[i], out=out[i])
                 if dprime_ff:
                     out[i].mul_(dprime_ff[i])
 
@@ -393,11 +247,12 @@ def integrate(
     F.nonlinear(y, P_r, Nu)
     if acc:
         signal(y, P_d)
-    # error-norm blocks: each layer's voltages, each layer's apical voltages, u_int
+    # error-norm blocks: each layer's voltages, each layer's apical voltages, controller states
     bounds = [(F.offs[i], F.offs[i + 1]) for i in range(L)]
     if F.apical:
         bounds += [(N + F.offs[i], N + F.offs[i + 1]) for i in range(L)]
-    bounds.append((S - F.nL, S))
+    c0 = S - F.n_ctrl * F.nL  # each controller state entry (PI: u_int)
+    bounds += [(c0 + k * F.nL, c0 + (k + 1) * F.nL) for k in range(F.n_ctrl)]
     block_of = torch.empty(S, dtype=torch.long, device=device)
     for k, (lo, hi) in enumerate(bounds):
         block_of[lo:hi] = k
@@ -427,6 +282,7 @@ def integrate(
     r_rec = buf(n_rec, B, sizes[-1])
     u_rec = buf(n_rec, B, sizes[-1])
     v_rec = [buf(n_rec, B, n) for n in sizes] if record_v else []
+    a_rec = [buf(n_rec, B, n) for n in sizes] if record_apical else []
     k_rec = 0
 
     def record_state(yy: torch.Tensor) -> None:
@@ -437,19 +293,22 @@ def integrate(
         u_rec[k_rec] = F.control(yy, F.dr[-1])[0]
         for i, zz in enumerate(F.voltages(yy) if record_v else []):
             torch.add(F.v_ff[i], zz, out=v_rec[i][k_rec])
+        if record_apical:
+            ap = F.apical_voltages(yy)
+            u_k = u_rec[k_rec]
+            for i in range(L):
+                a_rec[i][k_rec] = ap[i] if ap is not None else u_k @ F.loop.Q[i].T
         k_rec += 1
 
     D = F.D
     t = 0.0
     h = min(first_step, t_max)
     steps = rejected = 0
+    limit_reached = False
     while t < t_max * (1 - 1e-12):
         if steps + rejected >= max_steps:
-            raise RuntimeError(
-                f"continuous solver: more than {max_steps} steps before t = {t_max:g} (reached "
-                f"t = {t:.4g}, step {h:.3g}); the dynamics are too stiff for 'etdrk4' at these "
-                "tolerances: loosen simulation.rtol or use simulation.solver = 'euler_reference'"
-            )
+            limit_reached = True
+            break
         h = min(h, max_step(t) if callable(max_step) else max_step)
         if t + h >= t_max * (1 - 1e-12):
             h = t_max - t
@@ -532,6 +391,8 @@ def integrate(
             fill = start
         fac = 0.9 * max(en, 1e-10) ** (-1.0 / 3.0)
         h = h * min(4.0, max(0.2, fac))
+    while k_rec < n_rec:  # stopped at the step limit: the later times hold the last state
+        record_state(y)
     acc_W: list[torch.Tensor] = []
     acc_b: list[torch.Tensor] = []
     if acc:
@@ -559,8 +420,10 @@ def integrate(
         r_rec=r_rec,
         u_rec=u_rec,
         v_rec=v_rec,
+        a_rec=a_rec,
         acc_W=acc_W,
         acc_b=acc_b,
         dead=dead if any_dead else None,
         overflowed=overflowed if bool(overflowed.any()) else None,
+        limit_reached=limit_reached,
     )

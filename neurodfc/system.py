@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from neurodfc.components.controller import Controller, PIController
+from neurodfc.components.neurons import NeuronLayer
 from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
+from neurodfc.core.loop import ClosedLoop
 from neurodfc.network import DTYPES, DFCNetwork, jacobian  # jacobian: defined with the network
 
 
@@ -219,7 +221,8 @@ def max_real_eig(A: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- vector field
 class VectorField(nn.Module):
-    """Continuous-time closed loop ``f(t, state)`` for torchdiffeq's ``odeint``.
+    """Continuous-time closed loop ``f(t, state)`` for torchdiffeq's ``odeint``: an
+    ``nn.Module`` view of :meth:`neurodfc.core.loop.ClosedLoop.vector_field`.
 
     State (a tuple of [B, .] tensors): ``v_1..v_L``, then ``a_1..a_L`` (apical voltages) when
     the apical compartment has its own time constant, then the controller's state (for the PI
@@ -239,6 +242,8 @@ class VectorField(nn.Module):
             one is ``u_int``). Default (``None``): the PI controller of ``ctrl`` (the config's
             ``[controller]`` section), read at every evaluation, so assigning ``ctrl`` changes
             the gains.
+        neurons: one :class:`~neurodfc.components.neurons.NeuronLayer` per layer (None: the
+            network's activations).
 
     The input projection ``W_1 r_0 + b_1`` is computed once. ``nfe`` counts evaluations.
     """
@@ -249,6 +254,7 @@ class VectorField(nn.Module):
         x: torch.Tensor,
         r_target: torch.Tensor,
         controller: Controller | None = None,
+        neurons: list[NeuronLayer] | None = None,
     ) -> None:
         super().__init__()
         self.net = system.network
@@ -256,10 +262,10 @@ class VectorField(nn.Module):
         self.custom_controller = controller
         self.tau_a = system.cfg.apical.tau
         self.r_target = r_target
-        net = self.net
-        self.input_drive = torch.nn.functional.linear(
-            x, net.W[0], net.b[0] if net.has_bias else None
+        self.loop = ClosedLoop(
+            self.net, x, r_target, self.controller, self.ctrl.tau_ratio, self.tau_a, neurons
         )
+        self.input_drive = self.loop.input_drive
         self.nfe = 0
 
     @property
@@ -269,28 +275,22 @@ class VectorField(nn.Module):
             return self.custom_controller
         return PIController.from_config(self.ctrl)
 
+    def _sync(self) -> ClosedLoop:
+        """The loop with the current ``ctrl`` (gains and ``tau_ratio``)."""
+        self.loop.controller = self.controller
+        self.loop.tau_ratio = self.ctrl.tau_ratio
+        return self.loop
+
     @property
     def n_neuron_states(self) -> int:
         """Number of state entries before the controller's (``L``, or ``2 L`` with apical
         dynamics)."""
-        return 2 * self.net.depth if self.tau_a is not None else self.net.depth
+        return self.loop.n_neuron_states
 
     def initial_state(self) -> tuple[torch.Tensor, ...]:
         """The feedforward state with the controller's initial state (PI: ``u_int = 0``) and
         apical voltages 0."""
-        v: list[torch.Tensor] = []
-        drive = self.input_drive
-        for i in range(self.net.depth):
-            if i > 0:
-                drive = torch.nn.functional.linear(
-                    self.net.act(i - 1, v[-1]),
-                    self.net.W[i],
-                    self.net.b[i] if self.net.has_bias else None,
-                )
-            v.append(drive)
-        apical = [torch.zeros_like(t) for t in v] if self.tau_a is not None else []
-        e0 = self.r_target - self.net.act(self.net.depth - 1, v[-1])
-        return (*v, *apical, *self.controller.initial_state(e0))
+        return self._sync().initial_state()
 
     def unpack(
         self, state: tuple[torch.Tensor, ...]
@@ -303,43 +303,21 @@ class VectorField(nn.Module):
 
     def controller_state(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The controller's entries of a state tuple."""
-        return tuple(state[self.n_neuron_states :])
+        return self.loop.controller_state(state)
 
     def control(self, v_out: torch.Tensor, u_int: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(e, u)`` for the output voltage ``v_out`` (``v_L``) and the integral state
         ``u_int`` (a controller whose state is ``(u_int,)``, such as the PI controller; else
         use :meth:`control_of`)."""
-        e = self.r_target - self.net.act(self.net.depth - 1, v_out)
+        e = self._sync().error(v_out)
         return e, self.controller.output(e, (u_int,))
 
     def control_of(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(e, u)`` at a full state tuple (any controller)."""
-        e = self.r_target - self.net.act(self.net.depth - 1, state[self.net.depth - 1])
-        return e, self.controller.output(e, self.controller_state(state))
+        return self._sync().control_of(state)
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """``d state / dt`` (units of 1/tau_u) at the time ``t`` (unused: the field is
         autonomous) and the state tuple ``state`` laid out as in the class docstring."""
         self.nfe += 1
-        net, ctrl = self.net, self.ctrl
-        controller = self.controller
-        L = net.depth
-        v = state[:L]
-        apical = state[L : 2 * L] if self.tau_a is not None else ()
-        c_state = self.controller_state(state)
-        e = self.r_target - net.act(L - 1, v[-1])
-        u = controller.output(e, c_state)
-        dv, da = [], []
-        for i in range(L):
-            if i == 0:
-                basal = self.input_drive
-            else:
-                basal = torch.nn.functional.linear(
-                    net.act(i - 1, v[i - 1]), net.W[i], net.b[i] if net.has_bias else None
-                )
-            fb = u @ net.Q[i].T
-            if self.tau_a is not None:
-                da.append((fb - apical[i]) / self.tau_a)
-                fb = apical[i]
-            dv.append((basal + fb - v[i]) / ctrl.tau_ratio)
-        return (*dv, *da, *controller.rates(e, u, c_state))
+        return self._sync().vector_field(state)

@@ -9,7 +9,10 @@ the small protocol ``neurodfc.components.controller.Controller`` (``initial_stat
 with the derivative taken through a first-order filter (time constant tau_d), plugs it into
 the vector field, integrates it with torchdiffeq, compares it with the paper's PI controller
 (overshoot, settling time) and checks its steady state against Lemma 1: at rest the derivative
-term vanishes, so the PID settles on the PI controller's fixed point.
+term vanishes, so the PID settles on the PI controller's fixed point. Finally it runs the PID,
+together with a neuron layer of its own (softplus with its own time constant), through
+``neurodfc.solve.simulate`` on three solvers (the reference Euler scheme, ETDRK4, dopri5) and
+compares their DFC updates.
 
     python docs/tutorials/06_pid_controller.py            # full mode (about 15 s)
     python docs/tutorials/06_pid_controller.py --quick    # CI mode (seconds)
@@ -29,7 +32,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchdiffeq import odeint  # noqa: E402
 
-from neurodfc.components.controller import Controller, ControllerState  # noqa: E402
+from neurodfc.components.controller import (  # noqa: E402
+    Controller,
+    ControllerState,
+    LinearizedController,
+)
+from neurodfc.components.neurons import NeuronLayer, RateNeurons  # noqa: E402
 from neurodfc.config import (  # noqa: E402
     ApicalConfig,
     ControllerConfig,
@@ -38,7 +46,9 @@ from neurodfc.config import (  # noqa: E402
     LossConfig,
     NetworkConfig,
 )
+from neurodfc.core.loop import feedforward  # noqa: E402
 from neurodfc.data import teacher_student  # noqa: E402
+from neurodfc.solve import simulate  # noqa: E402
 from neurodfc.system import DFCSystem, VectorField, lemma1  # noqa: E402
 
 NAME = "06_pid_controller"
@@ -75,6 +85,41 @@ class PIDController:
         # the reference leak convention: du_int/dt = k_i (e - alpha u); k_i = 1 is DFC's
         return ((e - e_f) / self.tau_d, self.k_i * (e - self.alpha * u))
 
+    # optional (LinearizedController): what the exponential integrator integrates exactly
+    def stiff_diagonal(self) -> tuple[float, ...]:
+        # de_f/dt = -e_f / tau_d + ...; u_int has no self-decay of its own
+        return (-1.0 / self.tau_d, 0.0)
+
+    def feedthrough(self) -> float:
+        # du/de = k_p + k_d / tau_d: the fast proportional loop through the output layer
+        return self.k_p + self.k_d / self.tau_d
+
+
+# ---------------------------------------------------------------- a neuron layer of our own
+@dataclass(frozen=True)
+class Softplus:
+    """Softplus rate neurons ``r = log(1 + exp(v))`` with their own time constant ``tau``
+    (units of tau_u; None: the config's tau_ratio), a
+    :class:`~neurodfc.components.neurons.NeuronLayer`."""
+
+    tau: float | None = None
+
+    def phi(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(v)
+
+    def phi_prime(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v)
+
+    def increment(self, a: torch.Tensor):  # noqa: ANN201 (a closure)
+        # softplus(a + z) - softplus(a) = log1p(sigmoid(a) expm1(z)): no cancellation, so the
+        # exponential integrator's deviation form stays accurate for small z
+        s = torch.sigmoid(a)
+
+        def inc(z: torch.Tensor, out: torch.Tensor, work: torch.Tensor | None = None):  # noqa: ANN202
+            return torch.log1p(s * torch.expm1(z), out=out)
+
+        return inc
+
 
 def simulate_with(
     system: DFCSystem, x: torch.Tensor, r_target: torch.Tensor, ctrl: Controller, t_max: float
@@ -106,6 +151,40 @@ def overshoot_and_settling(t: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tens
     later_max = torch.flip(torch.cummax(torch.flip(dev, [0]), 0).values, [0])
     settled = (later_max < 0.02).int()
     return overshoot, t[torch.argmax(settled, 0)]
+
+
+def any_solver(system: DFCSystem, x: torch.Tensor, y: torch.Tensor, pid: PIDController) -> None:
+    """The PID and softplus hidden layers with their own time constants (0.1 and 0.3 tau_u)
+    through ``simulate`` on the reference Euler scheme, ETDRK4 and dopri5: the DFC update
+    (the forward rule averaged over the trajectory) of each, against dopri5 at tight
+    tolerances."""
+    assert isinstance(pid, LinearizedController)
+    layers: list[NeuronLayer] = [Softplus(tau=0.1), Softplus(tau=0.3), RateNeurons("linear")]
+    assert all(isinstance(layer, NeuronLayer) for layer in layers)
+    _, r_ff = feedforward(system.network, x, layers)  # the softplus network's output
+    r_target = system.target_of(r_ff[-1], y)
+
+    def update(solver: str, **sim: float) -> torch.Tensor:
+        cfg = system.cfg.simulation.model_copy(
+            update={"solver": solver, "t_max": 8.0, "steps": None, **sim}
+        )
+        sol = simulate(
+            system, x, r_target, sim=cfg, controller=pid, neurons=layers, record=False,
+            accumulate="nonlinear_difference",
+        )  # fmt: skip
+        acc = sol.accumulator
+        assert acc is not None
+        return torch.cat([w.flatten() for w in acc.W + acc.b]) / acc.count
+
+    ref = update("dopri5", rtol=1e-10, atol=1e-12, dt=0.01)
+    runs = {
+        "etdrk4 (rtol 1e-8)": update("etdrk4", rtol=1e-8, atol=1e-14, dt=0.01),
+        "euler_reference dt = 4e-3": update("euler_reference", dt=0.004),
+        "euler_reference dt = 2e-3": update("euler_reference", dt=0.002),
+    }
+    for name, up in runs.items():
+        rel = float((up - ref).norm() / ref.norm())
+        print(f"softplus + PID, {name:27s}: |dW - dW_dopri5| / |dW_dopri5| = {rel:.1e}")
 
 
 def build(hidden: str, alpha: float) -> ExperimentConfig:
@@ -186,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     rel_lin = float(((res["u"][-1] - ss_lin.u).norm(dim=1) / ss_lin.u.norm(dim=1)).max())
     print(f"linear network: max    |u_PID(T) - u_ss| / |u_ss| = {rel_lin:.1e}  (Lemma 1 is exact)")
 
-    # ------------------------------------------------------------------ 3. figure
+    # ------------------------------------------------------------------ 3. any solver
+    any_solver(system, x, y, PIDController(k_p=2.0, k_i=1.0, k_d=gains[-1], alpha=alpha))
+
+    # ------------------------------------------------------------------ 4. figure
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     j = 0  # one sample
     for k, (k_d, run) in enumerate(runs.items()):

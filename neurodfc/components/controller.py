@@ -96,6 +96,26 @@ class Controller(Protocol):
         ...
 
 
+@runtime_checkable
+class LinearizedController(Protocol):
+    """Optional: what an exponential integrator (``etdrk4``) needs beyond :class:`Controller`.
+
+    The stiff linear part is integrated exactly: each state entry ``k`` decays as
+    ``d s_k/dt = d_k s_k + ...`` with a constant ``d_k`` (``stiff_diagonal``), and the output
+    feeds the error through ``du/de = feedthrough`` (which makes the output layer's
+    proportional loop stiff: ``-(1 + feedthrough q_LL phi_L') / tau_L``). A controller without
+    these methods runs too, with its whole rate treated explicitly (smaller steps when stiff).
+    """
+
+    def stiff_diagonal(self) -> tuple[float, ...]:
+        """The constant ``d_k`` of each state entry (0.0: none)."""
+        ...
+
+    def feedthrough(self) -> float:
+        """The direct gain ``du/de`` of the output on the error."""
+        ...
+
+
 @dataclass(frozen=True)
 class PIController:
     """The paper's leaky PI controller as a :class:`Controller`: state ``(u_int,)``,
@@ -139,3 +159,12 @@ class PIController:
         """``(du_int/dt,)`` for the leak convention, from the error ``e``, the control ``u``
         and the state ``(u_int,)``."""
         return (integral_rate(e, u, state[-1], self.alpha, self.leak),)
+
+    def stiff_diagonal(self) -> tuple[float, ...]:
+        """``(-alpha,)`` for the ``paper`` leak (``e - alpha u_int``), ``(0.0,)`` for the
+        ``reference`` leak (its ``-alpha u`` is integrated explicitly)."""
+        return (-self.alpha if self.leak == "paper" else 0.0,)
+
+    def feedthrough(self) -> float:
+        """``du/de = k_p``."""
+        return self.k_p
