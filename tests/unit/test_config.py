@@ -3,6 +3,7 @@ before any compute; TOML files round-trip; the CLI turns bad input into exit sta
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -388,3 +389,182 @@ def test_cli_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "simulate" in out and "usage:" in out
+
+
+# ----------------------------------------------------------------------- strict mode (issue 13)
+# (tree, the message must contain all of these)
+STRICT_BAD: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "bool_for_float": ({"controller": {"k_p": True}}, ["controller.k_p = true", "a finite number"]),
+    "string_for_bool": ({"network": {"bias": "yes"}}, ['network.bias = "yes"', "true or false"]),
+    "int_for_bool": ({"network": {"bias": 1}}, ["network.bias = 1", "true or false"]),
+    "bool_for_lr": ({"training": {"lr": True}}, ["training.lr = true"]),
+    "float_for_int": ({"training": {"epochs": 10.0}}, ["training.epochs = 10.0", "an integer"]),
+    "string_for_int": ({"data": {"n_train": "100"}}, ['data.n_train = "100"', "an integer"]),
+    "inf_tau_ratio": ({"controller": {"tau_ratio": math.inf}}, ["controller.tau_ratio = inf"]),
+    "nan_rtol": ({"simulation": {"rtol": math.nan}}, ["simulation.rtol = nan", "finite"]),
+    "inf_gamma": ({"method": {"gamma": math.inf}}, ["method.gamma = inf"]),
+    "inf_fb_lr": ({"feedback_learning": {"lr": math.inf}}, ["feedback_learning.lr = inf"]),
+    "nan_beta": ({"training": {"betas": [math.nan, 0.9]}}, ["training.betas[0] = nan"]),
+    "beta_above_1": ({"training": {"betas": [1.5, 0.9]}}, ["training.betas[0] = 1.5", "[0, 1)"]),
+    "beta_is_1": ({"feedback_learning": {"betas": [0.9, 1.0]}}, ["betas[1] = 1.0", "[0, 1)"]),
+    "nan_gammas": ({"analysis": {"gammas": [0.1, math.nan]}}, ["analysis.gammas[1] = nan"]),
+    "size_zero": ({"network": {"sizes": [3, 0, 1]}}, ["network.sizes[1] = 0", ">= 1"]),
+    "size_float": ({"network": {"sizes": [3, 2.5, 1]}}, ["network.sizes[1] = 2.5", "integer"]),
+    "steps_huge": ({"simulation": {"steps": 10**12}}, ["simulation.steps", "10000000"]),
+    "t_max_huge": ({"simulation": {"t_max": 1e300}}, ["simulation.t_max = 1e+300"]),
+    "t_max_over_dt": (
+        {"simulation": {"t_max": 1e5, "dt": 1e-6}},
+        ["simulation.t_max / simulation.dt", "10000000 time points"],
+    ),
+    "horizon_huge": ({"simulation": {"dt": 1e300, "steps": 10}}, ["simulation.steps x"]),
+    "seed_too_big": ({"seed": 2**64}, ["seed = 18446744073709551616", "[0, 2**63 - 1]"]),
+    "seed_negative": ({"seed": -1}, ["seed = -1"]),
+    "teacher_seed": ({"data": {"teacher_seed": 2**63}}, ["data.teacher_seed"]),
+    "device_typo": ({"device": "cuda:x"}, ['device = "cuda:x"', '"cpu"']),
+    "section_scalar": ({"controller": 3}, ["controller = 3", "table"]),
+}
+
+
+@pytest.mark.parametrize("case", list(STRICT_BAD))
+def test_strict_types_and_ranges(case: str) -> None:
+    tree, needles = STRICT_BAD[case]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree, source="f.toml")
+    msg = str(info.value)
+    assert msg.startswith("f.toml: ") and len(msg.splitlines()) == 1, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_int_for_float_is_fine_and_ints_stay_ints() -> None:
+    cfg = config_from_dict({"controller": {"k_p": 2}, "training": {"epochs": 3}})
+    assert cfg.controller.k_p == 2.0 and isinstance(cfg.controller.k_p, float)
+    assert isinstance(cfg.training.epochs, int)
+
+
+def test_numpy_scalars_and_paths_from_python_are_accepted(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    cfg = config_from_dict(
+        {
+            "network": {"sizes": [np.int64(4), 3, np.int32(2)], "bias": np.bool_(False)},
+            "controller": {"k_p": np.float32(0.5)},
+            "data": {"data_dir": tmp_path},
+        }
+    )
+    assert cfg.network.sizes == [4, 3, 2] and type(cfg.network.sizes[0]) is int
+    assert cfg.network.bias is False and cfg.data.data_dir == str(tmp_path)
+
+
+def test_many_bad_fields_one_line_with_a_count() -> None:
+    tree = {"controller": {"alpha": -1.0, "k_p": -1.0, "tau_ratio": 0.0}, "loss": {"lam": 0}}
+    tree["training"] = {"lr": -1.0, "eps": 0.0}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree)
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1 and msg.endswith("(and 2 more)"), msg
+    assert len(info.value.problems) == 6
+
+
+@pytest.mark.parametrize(
+    ("tree", "needle"),
+    [
+        (
+            {"method": {"name": "strong_dfc"}, "simulation": {"inst_system_dynamics": True}},
+            "simulation.inst_system_dynamics = true is not supported",
+        ),
+        (
+            {
+                "method": {"name": "strong_dfc_single"},
+                "simulation": {"solver": "etdrk4", "dt": 0.5},
+            },
+            "simulation.dt = 0.5 must lie in (0, controller.tau_ratio = 0.2]",
+        ),
+        (
+            {"method": {"name": "strong_dfc"}, "apical": {"tau": 0.01}},
+            "simulation.dt = 0.02 must lie in (0, apical.tau = 0.01]",
+        ),
+        (
+            {
+                "method": {"name": "strong_dfc"},
+                "noise": {"sigma": 0.1},
+                "strong": {"noise": "ou", "tau_noise": 0.01},
+            },
+            "(0, strong.tau_noise = 0.01]",
+        ),
+        (
+            {
+                "method": {"name": "strong_dfc"},
+                "feedback": {"learned": True},
+                "feedback_learning": {"apical_tau": 0.001},
+            },
+            "feedback_learning.dt = 0.00203 must lie in (0, feedback_learning.apical_tau = 0.001]",
+        ),
+        (
+            {"feedback": {"learned": True}, "feedback_learning": {"apical_tau": 0.001}},
+            "feedback_learning.apical_tau = 0.001]",
+        ),
+    ],
+)
+def test_run_time_refusals_are_made_at_validation(tree: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree)
+    assert needle in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("content", ["", "   \n\n", "# only a comment\n\n# another\n"])
+def test_empty_config_file_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="holds no settings"):
+        load_config(path)
+    assert config_from_dict({}) == ExperimentConfig()  # from Python, {} means the defaults
+
+
+def test_binary_config_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "image.toml"
+    path.write_bytes(b"name = 1\n\xff\xfe")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not a UTF-8 TOML file (byte 9 is 0xff)"
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("=1", "'' is not a key"),
+        (".k_p=1", "'.k_p' is not a key"),
+        ("controller.=1", "not a key"),
+        ("controller.k p=1", "not a key"),
+        ("controller.k_p=", "no value"),
+        ("network.sizes=[1, 2", "not a valid TOML value"),
+        ('name="unterminated', "not a valid TOML value"),
+        ("seed=1\nname = 2", "one value expected"),
+    ],
+)
+def test_malformed_set_is_refused(item: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({}, [item])
+    assert needle in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_model_file_round_trips_through_a_written_file(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    written = tmp_path / "config.toml"
+    written.write_text(to_toml(cfg))
+    assert load_config(written) == cfg
+
+
+def test_to_toml_keeps_tiny_floats_and_tables() -> None:
+    cfg = config_from_dict(
+        {
+            "simulation": {"atol": 1e-12, "rtol": 1.0000000000000002e-7, "max_step": 5e-324},
+            "training": {"betas": [0.0, 0.999999999999]},
+            "analysis": {"gammas": [0.0, 1e-300, 1e300]},
+        }
+    )
+    text = to_toml(cfg)
+    assert "[simulation]" in text and "[training]" in text
+    again = config_from_dict(tomllib.loads(text))
+    assert again == cfg
+    assert again.simulation.max_step == 5e-324 and again.analysis.gammas[1] == 1e-300
