@@ -452,3 +452,49 @@ def test_kill_inside_a_checkpoint_write_resumes_bit_identical(tmp_path: Path) ->
     np.testing.assert_array_equal(
         full.metrics["test_loss"].values, resumed.metrics["test_loss"].values
     )
+
+
+_TRAIN = """
+import sys
+from pathlib import Path
+import torch
+from neurodfc.config import ExperimentConfig
+from neurodfc.training import train
+
+torch.set_num_threads(1)
+cfg = ExperimentConfig.model_validate_json(Path(sys.argv[1]).read_text())
+run = Path(sys.argv[2])
+train(cfg, run, resume=(run / "checkpoint.pt").exists(), quiet=True, log=lambda s: None)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    """A training killed with SIGKILL at seeded random moments (startup, epochs, checkpoint
+    and metrics writes alike) and resumed each time ends with the uninterrupted weights."""
+    import random
+    import time
+
+    cfg = _cfg(4, method="dfc_ssa", learned=True)
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-c", _TRAIN, str(tmp_path / "cfg.json"), str(run)]
+    rng = random.Random(1234)
+    for _ in range(3):  # three kills at random moments, then the resume below finishes
+        proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(1.0, 12.0))
+        if proc.poll() is not None:  # it finished before the kill
+            assert proc.returncode == 0, proc.communicate()[1]
+            break
+        proc.kill()
+        proc.wait()
+    full = _quiet(tmp_path / "full", cfg)
+    resumed = _quiet(run, cfg, resume=True)
+    want, got = full.system.state_dict(), resumed.system.state_dict()
+    assert want.keys() == got.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    np.testing.assert_array_equal(
+        full.metrics["test_loss"].values, resumed.metrics["test_loss"].values
+    )
