@@ -25,9 +25,11 @@ when present, else a seeded MNIST-shaped batch). Per method name the JSON holds
 ``--memory`` adds ``memory``: the peak RSS of DFC training on MNIST (the whole data set loaded,
 a few training and sleep batches) at 500 and 1000 steps.
 
-``--baseline DIR`` runs the workers against another checkout of the package (``DIR`` holds a
-``neurodfc/`` folder) to get before/after ratios in one run; the limits are always computed
-with the package next to this script.
+``--baseline DIR`` also runs every worker against another checkout of the package (``DIR``
+holds a ``neurodfc/`` folder), each method right after its run with the package next to this
+script, and prints ``new / baseline`` per method (seconds per batch, peak RSS) in the same run;
+the JSON gets ``baseline_methods`` and each method ``ratio_to_baseline``. The limits are always
+computed with the package next to this script.
 """
 
 from __future__ import annotations
@@ -409,6 +411,23 @@ def _table(results: dict[str, dict[str, Any]], label: str) -> str:
     return "\n".join(rows)
 
 
+def _baseline_table(
+    new: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]], label: str
+) -> str:
+    """One line per method: seconds per batch (new, baseline), their ratio, peak RSS ratio."""
+    lines = [label, f"{'method':26s} {'new s':>9s} {'base s':>9s} {'ratio':>7s} {'RSS ratio':>9s}"]
+    for name, r in new.items():
+        b = base.get(name, {})
+        t_new, t_base = r.get("seconds_per_batch"), b.get("seconds_per_batch")
+        m_new, m_base = r.get("peak_rss_mb"), b.get("peak_rss_mb")
+        if t_new is None or t_base is None:
+            lines.append(f"{name:26s} {r.get('error', b.get('error', 'failed'))}")
+            continue
+        rss = f"{m_new / m_base:9.3f}" if m_new and m_base else f"{'-':>9s}"
+        lines.append(f"{name:26s} {t_new:9.4f} {t_base:9.4f} {t_new / t_base:7.3f} {rss}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 repeat, error on 8 samples (< 1 min)")
@@ -483,6 +502,7 @@ def main() -> None:
                 limit_path = None
             lim_info["seconds"] = time.perf_counter() - t0
         results: dict[str, dict[str, Any]] = {}
+        baseline: dict[str, dict[str, Any]] = {}
         for name in names:
             spec = {
                 "name": name,
@@ -496,7 +516,9 @@ def main() -> None:
                 # quick: the slow methods are timed on their first call (no warm-up)
                 "no_warmup": a.quick and name in SIMULATED,
             }
-            results[name] = _run(spec, base_env)
+            results[name] = _run(spec, env)
+            if a.baseline is not None:
+                baseline[name] = _run(spec, base_env)
         memory: dict[str, Any] = {}
         if a.memory:
             for name in ("dfc_reference_scheme", "dfc"):
@@ -508,7 +530,11 @@ def main() -> None:
                         "batches": 2 if a.quick else 3,
                         "extra": [f"simulation.steps={steps}"],
                     }
-                    memory[f"{name}@{steps}"] = _run(spec, base_env, "--memory-worker")
+                    memory[f"{name}@{steps}"] = _run(spec, env, "--memory-worker")
+                    if a.baseline is not None:
+                        memory[f"{name}@{steps} (baseline)"] = _run(
+                            spec, base_env, "--memory-worker"
+                        )
     bp = results.get("bp", {}).get("seconds_per_batch")
     sleep = results.get("sleep", {}).get("seconds_per_batch")
     for name, r in results.items():
@@ -519,6 +545,10 @@ def main() -> None:
             if sleep and learned:
                 r["seconds_with_sleep"] = r["seconds_per_batch"] + a.sleep_batches * sleep
                 r["ratio_to_bp_with_sleep"] = r["seconds_with_sleep"] / bp
+    for name, r in results.items():
+        b = baseline.get(name, {})
+        if "seconds_per_batch" in r and "seconds_per_batch" in b:
+            r["ratio_to_baseline"] = r["seconds_per_batch"] / b["seconds_per_batch"]
     meta = {
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -536,6 +566,8 @@ def main() -> None:
         "loadavg": os.getloadavg(),
     }
     print(_table(results, f"# {meta['machine']} x{a.threads} thread(s), {a.device}, {source}"))
+    if baseline:
+        print(_baseline_table(results, baseline, f"# new / baseline ({a.baseline})"))
     if lim_info:
         print("# limit:", json.dumps(lim_info))
     for key, m in memory.items():
@@ -545,6 +577,8 @@ def main() -> None:
         out = {"meta": meta, "methods": results}
         if memory:
             out["memory"] = memory
+        if baseline:
+            out["baseline_methods"] = baseline
         a.out.write_text(json.dumps(out, indent=2) + "\n")
 
 

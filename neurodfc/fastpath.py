@@ -41,6 +41,7 @@ import torch
 from neurodfc.components.neurons import RateNeurons
 from neurodfc.core.noise import NOISE_BLOCK, GaussianNoise
 from neurodfc.core.noise import NoiseSource as AnyNoiseSource
+from neurodfc.core.sums import ChunkedSums
 from neurodfc.core.teaching import teaching_signal_into
 from neurodfc.increments import fast_tanh
 from neurodfc.network import DFCNetwork
@@ -176,18 +177,9 @@ def euler_reference_fast(
     drive0 = v_ff[0]
     acc = accumulate is not None
     K = chunk + 1 if acc else 1
-    # rates, one chunk of time slots; presynaptic layers get a column of ones so that the
-    # accumulation product also sums the bias update (d_i^T 1)
-    ones = [acc and i < L - 1 for i in range(L)]
-    R_full = [
-        torch.empty((K, B, n + int(ones[i])), dtype=dtype, device=device)
-        for i, n in enumerate(sizes)
-    ]
-    for i in range(L):
-        if ones[i]:
-            R_full[i][..., -1] = 1.0
-    R = [Rf[..., : sizes[i]] for i, Rf in enumerate(R_full)]
-    slot_r = [[R[i][k] for k in range(K)] for i in range(L)]
+    # rates and rule signals, one chunk of time slots (the shared trajectory accumulator)
+    sums = ChunkedSums(sizes, B, K, acc, x)
+    slot_r = sums.rates
     for i in range(L):
         slot_r[i][0].copy_(r_ff[i])
     v = [t.clone() for t in v_ff]
@@ -229,17 +221,11 @@ def euler_reference_fast(
     store(0, 0)
 
     # ---- accumulators
-    D: list[torch.Tensor] = []
-    slot_d: list[list[torch.Tensor]] = []
+    slot_d = sums.signals
     d_scale = [1.0] * L
-    acc_aug: list[torch.Tensor] = []  # [n_i, n_{i-1} + 1]: weight sums, then bias sums
-    acc_d1 = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
     dprime_ff: list[torch.Tensor] = []
     half_b0: torch.Tensor | None = None
     if acc:
-        D = [torch.empty((K, B, n), dtype=dtype, device=device) for n in sizes]
-        slot_d = [[D[i][k] for k in range(K)] for i in range(L)]
-        acc_aug = [torch.zeros((w.shape[0], w.shape[1] + 1), dtype=dtype, device=device) for w in W]
         if accumulate == "nonlinear_difference":
             d_scale = [2.0 if a == "tanh" else 1.0 for a in acts]
             if acts[0] == "tanh":
@@ -256,16 +242,6 @@ def euler_reference_fast(
     noise_scale = math.sqrt(dt) / tau_a
     same_sigma = sigma == sigma_out
     layer_order = list(range(L)) if inst_tx else list(range(L - 1, -1, -1))
-
-    def flush(hi: int) -> None:
-        """Add slots 1..hi-1 of the chunk buffers to the sums."""
-        if hi <= 1:
-            return
-        acc_d1.add_(D[0][1:hi].sum(0))
-        for i in range(1, L):
-            Di = D[i][1:hi].reshape(-1, sizes[i])
-            Ri = R_full[i - 1][1:hi].reshape(-1, sizes[i - 1] + 1)
-            acc_aug[i].addmm_(Di.t(), Ri)
 
     def signal(i: int, slot: int) -> None:
         """d_i of the new state (slot) into D[i][slot]."""
@@ -294,7 +270,7 @@ def euler_reference_fast(
     for t in range(T - 1):
         boundary = K > 1 and s == K - 1
         if boundary:
-            flush(K)
+            sums.flush(1, K)
             for i in range(L):
                 slot_r[i][0].copy_(slot_r[i][K - 1])
             s = 0
@@ -375,19 +351,10 @@ def euler_reference_fast(
     if acc:
         if remaining_fill > 0:
             # closed-form completion: the state stays at the last one for the remaining steps
-            d_last = [slot_d[i][K - 1] for i in range(L)]
-            acc_d1.add_(d_last[0], alpha=remaining_fill)
-            for i in range(1, L):
-                r_last = R_full[i - 1][s]
-                acc_aug[i].addmm_(d_last[i].t(), r_last, alpha=remaining_fill)
+            sums.add_repeated(K - 1, s, remaining_fill)
         else:
-            flush(s + 1)
-        acc_W = [acc_d1.t() @ x] + [a[:, :-1] for a in acc_aug[1:]]
-        acc_b = [acc_d1.sum(0)] + [a[:, -1] for a in acc_aug[1:]]
-        for i in range(L):
-            if d_scale[i] != 1.0:
-                acc_W[i] = acc_W[i] * d_scale[i]
-                acc_b[i] = acc_b[i] * d_scale[i]
+            sums.flush(1, s + 1)
+        acc_W, acc_b = sums.totals(x, d_scale)
     for t_rec, k in rec_index.items():
         if t_rec > steps_done:  # early stop: the state stays at the last one
             store(k, s)

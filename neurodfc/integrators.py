@@ -38,6 +38,7 @@ import torch
 from neurodfc.components.controller import PIController
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.split import SplitField, phi_scalar
+from neurodfc.core.sums import ChunkedSums
 from neurodfc.core.teaching import FORWARD_RULES, check_rule
 from neurodfc.network import DFCNetwork
 
@@ -165,20 +166,12 @@ def integrate(
     acc = accumulate is not None
     per_step = 4  # quadrature points per step: y_n, a, b, c (classical RK4 weights)
     cap = max(chunk, 1) * per_step if acc else 1
-    # rates at the quadrature points; presynaptic layers carry a column of ones so that the
-    # accumulation product also yields the bias sums
-    R_full = [buf(cap, B, n + int(acc and i < L - 1)) for i, n in enumerate(sizes)]
-    for i in range(L - 1):
-        if acc:
-            R_full[i][..., -1] = 1.0
-    slot_r = [[R_full[i][k, :, : sizes[i]] for k in range(cap)] for i in range(L)]
-    Dch = [buf(cap, B, n) for n in sizes]  # weighted rule signals at the quadrature points
-    slot_d = [[Dch[i][k] for k in range(cap)] for i in range(L)]
+    # rates and weighted rule signals at the quadrature points (the shared accumulator)
+    sums = ChunkedSums(sizes, B, cap, acc, x)
+    slot_r, slot_d = sums.rates, sums.signals
     tmp = [buf(B, n) for n in sizes]
     P_r, P_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]  # at y_n (FSAL)
     Pn_r, Pn_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]
-    acc_aug = [torch.zeros((w.shape[0], w.shape[1] + 1), dtype=dtype, device=device) for w in F.W]
-    acc_d1 = torch.zeros((B, sizes[0]), dtype=dtype, device=device)
     dprime_ff: list[torch.Tensor] = []
     if accumulate == "derivative_matrix":
         dprime_ff = [lay.phi_prime(F.v_ff[i]) for i, lay in enumerate(F.loop.layers)]
@@ -196,17 +189,8 @@ def integrate(
 
     def flush() -> None:
         nonlocal fill
-        if fill == 0:
-            return
-        if any_dead:  # their sums are dropped (the methods exclude such samples)
-            for i in range(L):
-                Dch[i][:fill, dead] = 0.0
-                R_full[i][:fill, dead] = 0.0
-        acc_d1.add_(Dch[0][:fill].sum(0))
-        for i in range(1, L):
-            Di = Dch[i][:fill].reshape(-1, sizes[i])
-            Ri = R_full[i - 1][:fill].reshape(-1, R_full[i - 1].shape[-1])
-            acc_aug[i].addmm_(Di.t(), Ri)
+        # the frozen samples' sums are dropped (the methods exclude such samples)
+        sums.flush(0, fill, dead if any_dead else None)
         fill = 0
 
     def signal(y: torch.Tensor, out: list[torch.Tensor]) -> None:
@@ -397,8 +381,7 @@ def integrate(
     acc_b: list[torch.Tensor] = []
     if acc:
         flush()
-        acc_W = [acc_d1.t() @ x] + [a[:, :-1] for a in acc_aug[1:]]
-        acc_b = [acc_d1.sum(0)] + [a[:, -1] for a in acc_aug[1:]]
+        acc_W, acc_b = sums.totals(x)
     r_fin = [buf(B, n) for n in sizes]
     F.rates(y, r_fin)
     vb_fin = [F.v_ff[0].clone()]

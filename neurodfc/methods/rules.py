@@ -1,6 +1,7 @@
 """Forward plasticity rules at a (steady) state, shared by DFC-SS, DFC-SSA and MN.
 
-Given per-layer voltage changes ``dv_i`` on top of the basal input ``v_i^ff = W_i r_{i-1} + b_i``
+The teaching signal itself is defined once, in :mod:`neurodfc.core.teaching`. Given per-layer
+voltage changes ``dv_i`` on top of the basal input ``v_i^ff = W_i r_{i-1} + b_i``
 computed from presynaptic rates ``r_{i-1}``, the teaching signal is
 
 * ``nonlinear_difference`` (paper eq. 5): ``phi(v^ff + dv) - phi(v^ff)``
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from neurodfc.components.neurons import RateNeurons
+from neurodfc.core.teaching import teaching_signal as core_signal
 from neurodfc.network import DFCNetwork
 
 
@@ -26,7 +29,9 @@ def teaching_signal(
     rule: str,
     v_ff: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The rule's teaching signal ``d_i`` [B, n_i] of layer ``i`` (see the module docstring).
+    """The rule's teaching signal ``d_i`` [B, n_i] of layer ``i`` of ``net``: the core's
+    :func:`neurodfc.core.teaching.teaching_signal` (the one definition) for the network's
+    neurons.
 
     Args:
         net: the network (its activation ``phi_i`` and derivative ``phi_i'``).
@@ -37,15 +42,7 @@ def teaching_signal(
             (``method.rule``).
         v_ff: feedforward voltage ``v_i^-`` [B, n_i]; needed by ``derivative_matrix`` only.
     """
-    if rule == "nonlinear_difference":
-        return net.act(i, v_basal + dv) - net.act(i, v_basal)
-    if rule == "voltage_difference":
-        return dv
-    if rule == "derivative_matrix":
-        if v_ff is None:
-            raise ValueError("the derivative_matrix rule needs the feedforward voltages")
-        return net.act_prime(i, v_ff) * dv
-    raise ValueError(f"unknown forward rule {rule!r}")
+    return core_signal(RateNeurons(net.act_names[i]), v_basal, dv, rule, v_ff)
 
 
 def steady_state_gradients(
