@@ -8,6 +8,7 @@ can use :mod:`neurodfc.runs.files` without pulling in the training layer):
   :class:`~neurodfc.runs.files.RunDirError`; imports nothing from neurodfc;
 * :mod:`neurodfc.runs.checkpoint`: checkpoint files with a SHA-256 content digest, verified
   on every load;
-* :mod:`neurodfc.runs.folder`: the layout and file names of a run folder and the "same run"
-  decision shared by ``train --resume``, ``sweep`` and ``report``.
+* :mod:`neurodfc.runs.folder`: the layout and file names of a run folder, the "same run"
+  decision shared by ``train --resume`` and ``sweep`` (skipping finished runs, merging), and
+  the reading of results files with one-line errors (``report``, ``load_run``, sweeps).
 """
