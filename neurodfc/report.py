@@ -31,6 +31,10 @@ METRICS_FILE = METRICS
 """The results file that :func:`report` reads in a run folder."""
 
 
+class ReportWriteError(ValueError):
+    """The report's output folder cannot be written (one line naming it)."""
+
+
 def resolve(path: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """``(netCDF file, output folder)`` of a report.
 
@@ -177,10 +181,21 @@ def report(path: str | Path, out: str | Path | None = None) -> Path:
         FileNotFoundError: there is no results file at ``path``.
         neurodfc.runs.folder.ResultsFileError: the results file is damaged or not netCDF (one
             line naming it).
+        ReportWriteError: the output folder cannot be written (read-only, full disk).
     """
     nc, outdir = resolve(path, out)
     ds = read_results(nc)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        return _write_report(ds, nc, outdir)
+    except OSError as err:
+        raise ReportWriteError(
+            f"cannot write the report into {outdir}: {err.strerror or err}; choose another "
+            "--out or fix the folder's permissions"
+        ) from None
+
+
+def _write_report(ds: xr.Dataset, nc: Path, outdir: Path) -> Path:
     figs = make_figures(ds, outdir)
     cfg = json.loads(ds.attrs["config"]) if "config" in ds.attrs else {}
     name = cfg.get("name", nc.stem) if isinstance(cfg, dict) else nc.stem

@@ -498,3 +498,13 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path: Path) -
     np.testing.assert_array_equal(
         full.metrics["test_loss"].values, resumed.metrics["test_loss"].values
     )
+
+
+def test_report_into_an_unwritable_folder_is_one_line(
+    one_epoch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["report", str(one_epoch), "--out", str(afile / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write the report into {afile / 'rep'}" in err[0], err
