@@ -87,15 +87,16 @@ def _load(args: argparse.Namespace, extra: Sequence[str] = ()) -> ExperimentConf
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``neurodfc simulate``: run a dynamics study from the parsed ``args`` and write it as
     netCDF (and optionally a PNG)."""
-    from neurodfc.experiment import simulate_experiment
-    from neurodfc.results import write_netcdf
-
     if args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
     cfg = _load(args)
     preflight(cfg, "simulate", out=args.out, samples=args.samples, source=str(args.config))
     if args.plot is not None:
         check_output(args.plot, "file", "--plot")
+    # torch and xarray load only now: bad input is answered without them
+    from neurodfc.experiment import simulate_experiment
+    from neurodfc.results import write_netcdf
+
     ds = simulate_experiment(cfg, samples=args.samples)
     out = write_netcdf(ds, args.out)
     counts = {s: int((ds["status"] == s).sum()) for s in set(ds["status"].values.tolist())}
@@ -114,13 +115,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``neurodfc train``: train the config of the parsed ``args`` into a run folder; exit 1
     (not 2) when training itself fails."""
-    from neurodfc.training import RunDirError, TrainingStopped, train
-
     extra = [] if args.epochs is None else [f"training.epochs={args.epochs}"]
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     cfg = _load(args, extra)
     preflight(cfg, "train", out=args.out, source=str(args.config))
+    from neurodfc.training import RunDirError, TrainingStopped, train
+
     try:
         result = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     except RunDirError as err:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from neurodfc.config import ConfigError, ExperimentConfig
 
 Job = Literal["simulate", "train"]
@@ -63,6 +61,10 @@ def check_device(cfg: ExperimentConfig, source: str | None = None) -> None:
         source: the config file, put first in the message.
     """
     dev = cfg.device
+    if dev == "cpu":
+        return
+    import torch  # only here: a bad config is answered without loading torch
+
     where = f"{_at(source)}device = {json.dumps(dev)}"
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -225,6 +227,8 @@ def available_memory(device: str) -> int | None:
         device: a torch device name.
     """
     if device.startswith("cuda"):
+        import torch
+
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     if device != "cpu":
         return None
