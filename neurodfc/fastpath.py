@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 import torch
 
 from neurodfc.components.neurons import RateNeurons
-from neurodfc.core.noise import NOISE_BLOCK, GaussianNoise
+from neurodfc.core.filters import LowPass
+from neurodfc.core.noise import NOISE_BLOCK, ApicalNoise, GaussianNoise
 from neurodfc.core.noise import NoiseSource as AnyNoiseSource
 from neurodfc.core.sums import ChunkedSums
 from neurodfc.core.teaching import teaching_signal_into
@@ -108,6 +109,9 @@ def euler_reference_fast(
     converged: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     noise_source: AnyNoiseSource | None = None,
     record_apical: bool = False,
+    error: str = "difference",
+    tau_noise: float | None = None,
+    feedback_filter: LowPass | None = None,
 ) -> EulerRun:
     """The reference scheme (step t -> t+1, t = 0..n_steps-2)::
 
@@ -147,6 +151,12 @@ def euler_reference_fast(
         noise_source: the standard normals of the noise (None: :class:`GaussianNoise` drawn
             from ``generator``).
         record_apical: also record every layer's apical voltage.
+        error: ``difference`` (``e = r* - r_L``) or ``softmax`` (``e = r* - softmax(r_L)``,
+            Strong-DFC).
+        tau_noise: Ornstein-Uhlenbeck noise of this time constant instead of white noise
+            (Strong-DFC; :class:`neurodfc.core.noise.ApicalNoise`).
+        feedback_filter: pair the apical voltage with the high-pass ``u - LP(u)`` of this
+            low-pass in the sleep-phase sums (Strong-DFC's single phase).
 
     Returns:
         An :class:`EulerRun`.
@@ -209,10 +219,15 @@ def euler_reference_fast(
         else []
     )
 
+    softmax = error == "softmax"
+
+    def error_into(r_out: torch.Tensor, out: torch.Tensor) -> None:
+        torch.sub(r_target, torch.softmax(r_out, dim=-1) if softmax else r_out, out=out)
+
     def store(k: int, slot: int) -> None:
         r_rec[k] = slot_r[L - 1][slot]
         u_rec[k] = u
-        torch.sub(r_target, slot_r[L - 1][slot], out=e_rec[k])
+        error_into(slot_r[L - 1][slot], e_rec[k])
         for i in range(len(v_rec)):
             v_rec[i][k] = v[i]
         for i in range(len(a_rec)):
@@ -241,6 +256,9 @@ def euler_reference_fast(
         noise_src = noise_source or GaussianNoise((B, N), dtype, device, generator, T - 1)
     noise_scale = math.sqrt(dt) / tau_a
     same_sigma = sigma == sigma_out
+    ou = torch.zeros((B, N), dtype=dtype, device=device) if tau_noise is not None else None
+    tau_ou = tau_noise if tau_noise is not None else 1.0
+    sig_units = ApicalNoise(sigma, sigma_out).sigmas(sizes, x)
     layer_order = list(range(L)) if inst_tx else list(range(L - 1, -1, -1))
 
     def signal(i: int, slot: int) -> None:
@@ -291,14 +309,19 @@ def euler_reference_fast(
                 break
         n = s + 1 if K > 1 else 0
         # controller
-        torch.sub(r_target, slot_r[L - 1][s], out=e)
+        error_into(slot_r[L - 1][s], e)
         torch.sub(e, u_int if leak == "paper" else u, alpha=alpha, out=rate)
         u_int.add_(rate, alpha=dt)
         u_new = torch.add(u_int, e, alpha=k_p) if k_p != 0.0 else u_int.clone()
         if accumulate_feedback:
-            acc_Q.addmm_(VA.t(), u_new)
+            u_f = u_new if feedback_filter is None else u_new - feedback_filter.step(u_new)
+            acc_Q.addmm_(VA.t(), u_f)
         torch.mm(u_new if proactive_controller else u, QT, out=FB)
-        if noise_src is not None:
+        if noise_src is not None and ou is not None:
+            VA.copy_(FB) if instantaneous else VA.lerp_(FB, c_a)
+            ou.mul_(1.0 - dt / tau_ou).add_(noise_src.next(), alpha=(dt / tau_ou) / math.sqrt(dt))
+            VA.addcmul_(ou, sig_units)
+        elif noise_src is not None:
             xi = noise_src.next()
             if instantaneous and same_sigma:
                 torch.add(FB, xi, alpha=sigma * noise_scale, out=VA)

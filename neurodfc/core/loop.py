@@ -66,6 +66,8 @@ class ClosedLoop:
         tau_ratio: ``tau_v / tau_u`` of every layer whose component leaves ``tau`` unset.
         apical_tau: apical time constant ``tau_A`` (None: instantaneous).
         layers: one :class:`NeuronLayer` per layer (None: the network's activations).
+        error: the controller's error: ``difference`` ``e = r_L* - r_L`` (DFC) or ``softmax``
+            ``e = r_L* - softmax(r_L)`` (Strong-DFC: ``-dL/dr_L`` of the cross-entropy).
     """
 
     def __init__(
@@ -77,7 +79,11 @@ class ClosedLoop:
         tau_ratio: float,
         apical_tau: float | None = None,
         layers: list[NeuronLayer] | None = None,
+        error: str = "difference",
     ) -> None:
+        if error not in ("difference", "softmax"):
+            raise ValueError(f"error must be 'difference' or 'softmax', got {error!r}")
+        self.error_kind = error
         self.net = net
         self.x = x
         self.r_target = r_target
@@ -137,7 +143,7 @@ class ClosedLoop:
         """The feedforward state: ``v = v^-``, apical voltages 0, the controller's start."""
         v = [t.clone() for t in self.v_ff]
         apical = [torch.zeros_like(t) for t in v] if self.apical_tau is not None else []
-        e0 = self.r_target - self.r_ff[-1]
+        e0 = self.output_error(self.r_ff[-1])
         return (*v, *apical, *self.controller.initial_state(e0))
 
     def controller_state(self, state: tuple[torch.Tensor, ...]) -> ControllerState:
@@ -145,8 +151,15 @@ class ClosedLoop:
         return tuple(state[self.n_neuron_states :])
 
     def error(self, v_out: torch.Tensor) -> torch.Tensor:
-        """``e = r_L* - phi_L(v_L)`` for the output voltage ``v_out``."""
-        return self.r_target - self.layers[-1].phi(v_out)
+        """``e = r_L* - phi_L(v_L)`` for the output voltage ``v_out`` (see ``error``)."""
+        return self.output_error(self.layers[-1].phi(v_out))
+
+    def output_error(self, r_out: torch.Tensor) -> torch.Tensor:
+        """The error ``e`` at the output rate ``r_out`` [B, n_L] (``r_L* - r_L`` or
+        ``r_L* - softmax(r_L)``)."""
+        if self.error_kind == "softmax":
+            return self.r_target - torch.softmax(r_out, dim=-1)
+        return self.r_target - r_out
 
     def control_of(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(e, u)`` at a state tuple."""
@@ -174,7 +187,7 @@ class ClosedLoop:
     # ------------------------------------------------------------- reference Euler
     def euler_state(self) -> LoopState:
         """The reference scheme's initial state (the feedforward state, ``u = u_int = 0``)."""
-        e0 = self.r_target - self.r_ff[-1]
+        e0 = self.output_error(self.r_ff[-1])
         c = self.controller.initial_state(e0)
         return LoopState(
             v=[t.clone() for t in self.v_ff],
@@ -210,7 +223,7 @@ class ClosedLoop:
         """
         dt, L, taus = scheme.dt, self.L, self.taus
         ctrl = self.controller
-        e = self.r_target - st.r[-1]
+        e = self.output_error(st.r[-1])
         rates = ctrl.rates(e, st.u, st.c)
         c = tuple(s + dt * k for s, k in zip(st.c, rates, strict=True))
         u = ctrl.output(e, c)
@@ -218,7 +231,7 @@ class ClosedLoop:
         tau_a = self.apical_tau if self.apical_tau is not None else dt
         noise_t = None
         if noise is not None and noise.active and xi is not None:
-            noise_t = xi * noise.scales(self.sizes, dt, tau_a, st.u)
+            noise_t = noise.term(xi, self.sizes, dt, tau_a, st.u)
         a: list[torch.Tensor] = []
         offs = 0
         for i in range(L):

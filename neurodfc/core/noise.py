@@ -121,27 +121,87 @@ class RecordingNoise:
         return torch.stack(self.steps)
 
 
+class BlockGaussianNoise:
+    """Standard normals [B, N] per step, drawn as float32 blocks of exactly ``block`` steps
+    into a preallocated buffer (Strong-DFC's realisation: it depends on the block size).
+
+    Args:
+        shape: ``(B, N)`` of one step.
+        dtype: the simulation's dtype (the block is converted once per draw).
+        device: where the noise is drawn (on CUDA by a device generator seeded from
+            ``generator``).
+        generator: CPU random generator (None: torch's default).
+        block: steps per draw.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | None,
+        block: int = 16,
+    ) -> None:
+        self.gen = generator
+        if device.type != "cpu":
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.n = block
+        self.raw = torch.empty((block, *shape), dtype=torch.float32, device=device)
+        self.block = self.raw if dtype == torch.float32 else torch.empty_like(self.raw, dtype=dtype)
+        self.k = block
+
+    def next(self) -> torch.Tensor:
+        """The next step's normals [B, N] (in the simulation's dtype)."""
+        if self.k == self.n:
+            torch.randn(self.raw.shape, generator=self.gen, out=self.raw)
+            if self.block is not self.raw:
+                self.block.copy_(self.raw)
+            self.k = 0
+        self.k += 1
+        return self.block[self.k - 1]
+
+
 class ApicalNoise:
-    """White apical noise (Euler-Maruyama): ``a_i += sigma_i sqrt(dt) / tau_A xi_i`` per step,
-    ``sigma_i = sigma`` for hidden layers and ``sigma_output`` for the output layer
-    (``tau_A = dt`` for an instantaneous apical compartment).
+    """Apical noise of the reference scheme, ``sigma_i`` for hidden layers and
+    ``sigma_output`` for the output layer:
+
+    * white (Euler-Maruyama, ``tau_noise`` None): ``a_i += sigma_i sqrt(dt) / tau_A xi_i``
+      per step (``tau_A = dt`` for an instantaneous apical compartment);
+    * Ornstein-Uhlenbeck (Strong-DFC, ``tau_noise`` set):
+      ``eps[t+1] = (1 - dt/tau_noise) eps[t] + (dt/tau_noise)/sqrt(dt) xi[t]``,
+      ``a_i += sigma_i eps_i[t+1]`` (unit white-noise intensity below ``1/tau_noise``).
 
     Args:
         sigma: noise std of the hidden layers (>= 0).
         sigma_output: noise std of the output layer (>= 0).
+        tau_noise: OU time constant (None: white noise).
     """
 
-    def __init__(self, sigma: float, sigma_output: float) -> None:
+    def __init__(self, sigma: float, sigma_output: float, tau_noise: float | None = None) -> None:
         self.sigma = sigma
         self.sigma_output = sigma_output
+        self.tau_noise = tau_noise
+        self.eps: torch.Tensor | None = None
 
     @property
     def active(self) -> bool:
         """Whether any noise is injected."""
         return self.sigma > 0 or self.sigma_output > 0
 
+    def sigmas(self, sizes: list[int], like: torch.Tensor) -> torch.Tensor:
+        """``sigma_i`` per unit [N].
+
+        Args:
+            sizes: layer sizes ``n_1..n_L``.
+            like: a tensor giving the dtype and device.
+        """
+        sig = torch.full((sum(sizes),), self.sigma, dtype=like.dtype, device=like.device)
+        sig[sum(sizes[:-1]) :] = self.sigma_output
+        return sig
+
     def scales(self, sizes: list[int], dt: float, tau_a: float, like: torch.Tensor) -> torch.Tensor:
-        """Per-unit factor [N] multiplying the normals of one step.
+        """Per-unit factor [N] of white noise's normals: ``sigma_i sqrt(dt) / tau_A``.
 
         Args:
             sizes: layer sizes ``n_1..n_L``.
@@ -149,6 +209,24 @@ class ApicalNoise:
             tau_a: apical time constant (``dt`` when instantaneous).
             like: a tensor giving the dtype and device.
         """
-        sig = torch.full((sum(sizes),), self.sigma, dtype=like.dtype, device=like.device)
-        sig[sum(sizes[:-1]) :] = self.sigma_output
-        return sig * (dt**0.5 / tau_a)
+        return self.sigmas(sizes, like) * (dt**0.5 / tau_a)
+
+    def term(
+        self, xi: torch.Tensor, sizes: list[int], dt: float, tau_a: float, like: torch.Tensor
+    ) -> torch.Tensor:
+        """This step's additive term [B, N] from the normals ``xi`` (advances the OU state).
+
+        Args:
+            xi: standard normals [B, N].
+            sizes: layer sizes ``n_1..n_L``.
+            dt: Euler step.
+            tau_a: apical time constant (``dt`` when instantaneous).
+            like: a tensor of the simulation's dtype and device.
+        """
+        if self.tau_noise is None:
+            return xi * self.scales(sizes, dt, tau_a, like)
+        a_n = dt / self.tau_noise
+        if self.eps is None:
+            self.eps = torch.zeros(xi.shape, dtype=like.dtype, device=xi.device)
+        self.eps = (1.0 - a_n) * self.eps + (a_n / dt**0.5) * xi
+        return self.eps * self.sigmas(sizes, like)

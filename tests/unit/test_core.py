@@ -88,10 +88,8 @@ def test_noise_is_injectable_and_the_fused_noisy_path_equals_the_generic_one(
     assert torch.equal(first.u, again.u)
     seeded = simulate(system, x, rt, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(first.u, seeded.u)  # the default source draws the same normals
-    generic = simulate(
-        system, x, rt, noise_source=ReplayNoise(xi), neurons=default_layers(["tanh"] * 2 + ["linear"]),
-        **kw,
-    )  # fmt: skip
+    layers = default_layers(["tanh", "tanh", "linear"])
+    generic = simulate(system, x, rt, noise_source=ReplayNoise(xi), neurons=layers, **kw)
     _same(first, generic, 1e-12)
     fa, fb = first.feedback_accumulator, generic.feedback_accumulator
     assert fa is not None and fb is not None
@@ -264,3 +262,55 @@ def test_dopri5_stops_at_its_step_limit_with_a_status(monkeypatch: pytest.Monkey
     sol = simulate(system, x, system.target(x, y))
     assert "converged" not in sol.status_names()
     assert sol.nfe < 300 * 7
+
+
+# ------------------------------------------------------------------ Strong-DFC components
+@pytest.mark.parametrize("tau_noise", [None, 0.07])
+@pytest.mark.parametrize("tau_a", [None, 0.05])
+def test_strong_components_fused_equal_the_generic_step(
+    tau_noise: float | None, tau_a: float | None
+) -> None:
+    """Strong-DFC's components (softmax error, white or Ornstein-Uhlenbeck noise, high-pass
+    filtered control in the feedback sums) on the fused path equal the generic
+    ``ClosedLoop.euler_step`` with the same normals, every step, float64, 1e-12."""
+    from neurodfc.components.controller import PIController
+    from neurodfc.core.filters import LowPass
+    from neurodfc.core.loop import ClosedLoop, EulerScheme
+    from neurodfc.core.noise import ApicalNoise
+    from neurodfc.core.teaching import teaching_signal
+    from neurodfc.fastpath import euler_reference_fast
+
+    system = make_system([4, 6, 5, 3], seed=4)
+    net = system.network
+    x, y = random_batch(system, 5)
+    rt = torch.softmax(3.0 * y, dim=-1)
+    T, dt, B, N = 60, 0.01, 5, 14
+    xi = torch.randn((T - 1, B, N), generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    fused = euler_reference_fast(
+        net, x, rt, dt=dt, n_steps=T, alpha=0.05, k_p=1.0, tau_ratio=0.2, leak="reference",
+        inst_transmission=True, proactive_controller=True, inst_system_dynamics=False,
+        record_steps=list(range(T)), record_v=True, accumulate="nonlinear_difference",
+        noise=(0.05, 0.02), apical_tau=tau_a, accumulate_feedback=True,
+        noise_source=ReplayNoise(xi), error="softmax", tau_noise=tau_noise,
+        feedback_filter=LowPass(dt, 0.5),
+    )  # fmt: skip
+    loop = ClosedLoop(net, x, rt, PIController(1.0, 0.05), 0.2, tau_a, error="softmax")
+    noise, lp = ApicalNoise(0.05, 0.02, tau_noise), LowPass(dt, 0.5)
+    st = loop.euler_state()
+    acc_Q = torch.zeros((N, 3), dtype=x.dtype)
+    acc_W = [torch.zeros_like(w) for w in loop.W]
+    for t in range(T - 1):
+        new = loop.euler_step(st, EulerScheme(dt), noise, xi[t])
+        acc_Q += torch.cat(st.a, dim=1).T @ (new.u - lp.step(new.u))
+        prev = [x, *new.r[:-1]]
+        for i, lay in enumerate(loop.layers):
+            d = teaching_signal(lay, new.vb[i], new.v[i] - new.vb[i], "nonlinear_difference")
+            acc_W[i] += d.T @ prev[i]
+        st = new
+        assert _rel(fused.r_rec[t + 1], new.r[-1]) < 1e-12
+        assert _rel(fused.e_rec[t + 1], loop.output_error(new.r[-1])) < 1e-12
+        for i in range(3):
+            assert _rel(fused.v_rec[i][t + 1], new.v[i]) < 1e-12
+    assert _rel(torch.cat(fused.acc_Q), acc_Q) < 1e-12
+    for i in range(3):
+        assert _rel(fused.acc_W[i], acc_W[i]) < 1e-12
