@@ -171,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
     if args.device is not None:
-        overrides.append(f'device="{args.device}"')
+        overrides.append(f"device={json.dumps(args.device, ensure_ascii=False)}")
     try:
         plan = plan_grid_sweep(args.config, args.out, seeds, grid, overrides)
     except InvalidGridError as err:
