@@ -32,6 +32,17 @@ from neurodfc.config_errors import one_line, validation_problems
 
 Activation = Literal["tanh", "linear", "relu", "sigmoid"]
 Solver = Literal[
+    "euler_reference",
+    "euler",
+    "midpoint",
+    "rk4",
+    "dopri5",
+    "bosh3",
+    "adaptive_heun",
+    "etdrk4",
+    "linear_response",
+]
+IntegratingSolver = Literal[
     "euler_reference", "euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun", "etdrk4"
 ]
 FIXED_STEP_SOLVERS = ("euler_reference", "euler", "midpoint", "rk4")
@@ -270,6 +281,19 @@ class SimulationConfig(_Section):
     """``etdrk4``: largest step (units of tau_u; None = unbounded). DFC-SS needs only the final
     state: rtol 1e-2 with max_step 0.5 gives about 8e-5 on MNIST with 201 evaluations (DFC at the
     default tolerances: 486)."""
+    order: int = Field(default=1, ge=1, le=1)
+    """``linear_response``: order of the expansion in the voltage deviations (only 1, the
+    linearised closed loop, is implemented; docs/linear_response.md)."""
+    discretisation: Literal["continuous"] = "continuous"
+    """``linear_response``: the time discretisation it reproduces (``continuous``: the
+    continuous-time dynamics, i.e. the dt -> 0 limit that ``etdrk4`` approximates)."""
+    linear_response_tol: float = Field(default=1e-6, gt=0, le=1)
+    """``linear_response``: samples whose a-posteriori estimate of the relative error (the
+    size of the first neglected term) exceeds this, or whose linearised loop is unstable, are
+    simulated by :attr:`fallback_solver` instead."""
+    fallback_solver: IntegratingSolver = "etdrk4"
+    """``linear_response``: the integrating solver of the samples outside the series' range
+    (with this section's other settings)."""
 
     @model_validator(mode="after")
     def _bounded_horizon(self) -> SimulationConfig:

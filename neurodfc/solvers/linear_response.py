@@ -1,0 +1,285 @@
+"""The linear-response solver (``simulation.solver = 'linear_response'``).
+
+The closed loop linearised about the feedforward state is solved in closed form
+(:mod:`neurodfc.solvers.lr_closed_forms`): per sample an affine LTI system of dimension
+``(L + 1) n_L`` in the lagged controls, whose final state, time integral and Gramian give the
+final voltages, the control and the forward rules' trajectory integrals without time stepping.
+First order in the output error: exact for linear networks; for a nonlinear ``phi`` the
+relative error is about ``|phi''/phi'| |z|``, which :func:`error_estimate` measures per
+sample. Samples whose estimate exceeds ``simulation.linear_response_tol``, whose linearised loop
+is unstable or whose result is not finite are simulated by ``simulation.fallback_solver``;
+``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
+:data:`REASONS`; ``lr_estimate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from neurodfc.components.controller import PIController
+from neurodfc.core.loop import ClosedLoop
+from neurodfc.core.solution import (
+    Accumulator,
+    RawRun,
+    Solution,
+    Status,
+    build_solution,
+    classify,
+    record_steps,
+)
+from neurodfc.solvers.base import Problem, get_solver
+from neurodfc.solvers.lr_closed_forms import (
+    Moments,
+    augmented,
+    basal_span,
+    max_real_eig,
+    moments,
+    reduced_system,
+    span_matrices,
+    trajectory,
+)
+
+REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite")
+"""``lr_reason`` codes: why a sample took its path."""
+
+ESTIMATE_POINTS = 32
+"""Uniform time points (besides ``t = T``) at which the size of the deviations is sampled
+for the error estimate."""
+
+
+class LinearResponse:
+    """The linear-response solver with per-sample fallback (see the module docstring)."""
+
+    def solve(self, problem: Problem) -> Solution:
+        """Solve ``problem`` in closed form; samples outside the series' range go to the
+        fallback solver.
+
+        Args:
+            problem: the resolved simulation request (PI controller, equal time constants,
+                instantaneous apical input, no noise).
+        """
+        p, sim = problem, problem.sim
+        _check_supported(p)
+        loop = p.loop()
+        lin = _Linearised(loop, p.pi, p.tau_ratio)
+        T = sim.horizon
+        mom = moments(lin.Aw, T)
+        est = error_estimate(lin, T)
+        reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
+        reason[est > sim.linear_response_tol] = 1
+        reason[max_real_eig(lin.A) > 0] = 2
+        finite = torch.isfinite(mom.final).all(1) & torch.isfinite(mom.gram).flatten(1).all(1)
+        reason[~finite] = 3
+        sol = _closed_form_solution(p, loop, lin, mom, reason == 0)
+        fb = reason != 0
+        if bool(fb.any()):
+            sol = _merge_fallback(p, sol, fb)
+        sol.extras.update(lr_path=fb.to(torch.int8), lr_reason=reason, lr_estimate=est)
+        return sol
+
+
+def _check_supported(p: Problem) -> None:
+    """One-line errors for the assemblies the closed forms do not cover."""
+    name = "simulation.solver = 'linear_response'"
+    if not p.builtin:
+        raise ValueError(f"{name} needs the built-in neurons and the PI controller")
+    if p.apical_tau is not None:
+        raise ValueError(f"{name} needs an instantaneous apical compartment (apical.tau unset)")
+    if p.sim.inst_system_dynamics:
+        raise ValueError(f"{name} does not implement simulation.inst_system_dynamics")
+
+
+class _Linearised:
+    """The linearised loop of one batch: spans ``P``, basal spans ``S``, ``D``, the reduced
+    system ``A`` [B, m, m], its augmented form ``Aw``."""
+
+    def __init__(self, loop: ClosedLoop, pi: PIController, tau: float) -> None:
+        self.loop, self.pi, self.tau = loop, pi, tau
+        self.nL = loop.sizes[-1]
+        self.D = [lay.phi_prime(v) for lay, v in zip(loop.layers, loop.v_ff, strict=True)]
+        self.P = span_matrices(loop.W, self.D, loop.Q)
+        self.S = [basal_span(P, self.nL) for P in self.P]
+        C = self.D[-1].unsqueeze(-1) * self.P[-1]
+        self.e0 = loop.r_target - loop.r_ff[-1]
+        self.A, f = reduced_system(C, self.e0, tau=tau, k_p=pi.k_p, alpha=pi.alpha, leak=pi.leak)
+        self.Aw = augmented(self.A, f)
+        self.C = C
+
+    @property
+    def Kn(self) -> int:
+        """``L n_L``: the lag entries of the reduced state."""
+        return self.loop.L * self.nL
+
+    def deviations(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """``z_i = P_i x`` per layer [..., B, n_i] for reduced states ``y`` [..., B, m]."""
+        x = y[..., : self.Kn].unsqueeze(-1)
+        return [(P @ x).squeeze(-1) for P in self.P]
+
+    def control(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(e, u, u_int)`` of the linearised loop at reduced states ``y`` [..., B, m]."""
+        x = y[..., : self.Kn].unsqueeze(-1)
+        e = self.e0 - (self.C @ x).squeeze(-1)
+        u_int = y[..., self.Kn :]
+        return e, u_int + self.pi.k_p * e, u_int
+
+
+def curvature(lin: _Linearised) -> list[torch.Tensor]:
+    """``|phi''(v^-) / phi'(v^-)|`` per layer [B, n_i] (central difference of ``phi'``; 0 for
+    a linear layer).
+
+    Args:
+        lin: the linearised loop.
+    """
+    out = []
+    for lay, v, d in zip(lin.loop.layers, lin.loop.v_ff, lin.D, strict=True):
+        h = 1e-4 * (1.0 + v.abs())
+        dd = (lay.phi_prime(v + h) - lay.phi_prime(v - h)) / (2 * h)
+        out.append((dd / d.abs().clamp_min(torch.finfo(d.dtype).tiny)).abs())
+    return out
+
+
+def error_estimate(lin: _Linearised, T: float) -> torch.Tensor:
+    """Per-sample estimate [B] of the first-order solution's relative error: the size of the
+    first neglected term of ``phi(v^- + z) = phi(v^-) + phi'(v^-) z + phi''(v^-) z^2 / 2 + ...``
+    relative to the kept one, ``max_{i, a} |phi''/phi'|_{i,a} sup_t |z_{i,a}(t)|``, with the
+    supremum over ``ESTIMATE_POINTS`` uniform times and ``|z_{i,a}| <= |P_{i,a}| |x|``.
+
+    Args:
+        lin: the linearised loop.
+        T: the horizon.
+    """
+    times = [T * k / ESTIMATE_POINTS for k in range(1, ESTIMATE_POINTS + 1)]
+    y = trajectory(lin.Aw, times)
+    x_sup = torch.linalg.vector_norm(y[..., : lin.Kn], dim=-1).amax(0)
+    est = torch.zeros_like(x_sup)
+    for kappa, P in zip(curvature(lin), lin.P, strict=True):
+        rows = torch.linalg.vector_norm(P, dim=-1)
+        est = torch.maximum(est, (kappa * rows).amax(-1) * x_sup)
+    return est
+
+
+def _final_state(
+    p: Problem, loop: ClosedLoop, lin: _Linearised, y_T: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """``(v, r, v_basal)`` per layer at the final reduced state ``y_T`` [B, m]."""
+    z = lin.deviations(y_T)
+    v = [vf + zi for vf, zi in zip(loop.v_ff, z, strict=True)]
+    r = [lay.phi(vi) for lay, vi in zip(loop.layers, v, strict=True)]
+    vb = [loop.basal(i, r[i - 1] if i > 0 else loop.x) for i in range(loop.L)]
+    return v, r, vb
+
+
+def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) -> Accumulator:
+    """The rule's trajectory integrals ``int sum_b d_i r_{i-1}^T dt`` of the kept samples:
+    ``d_i = D_i^rule S_i x`` (``D_i^rule = phi'(v_i^-)`` for the nonlinear difference and the
+    derivative matrix, 1 for the voltage difference) and ``r_{i-1} = r_{i-1}^- + D_{i-1} P_{i-1}
+    x``, so ``int d_i r_{i-1}^T = D S (int x) r^-T + D S (int x x^T) P^T D``."""
+    loop, Kn = lin.loop, lin.Kn
+    w = keep.to(mom.integral.dtype)
+    X1 = mom.integral[:, :Kn] * w[:, None]
+    G = mom.gram[:, :Kn, :Kn] * w[:, None, None]
+    W_acc, b_acc = [], []
+    for i in range(loop.L):
+        scale = lin.D[i] if p.accumulate != "voltage_difference" else None
+        d_int = (lin.S[i] @ X1.unsqueeze(-1)).squeeze(-1)
+        if scale is not None:
+            d_int = d_int * scale
+        b_acc.append(d_int.sum(0))
+        if i == 0:
+            W_acc.append(d_int.T @ loop.x)
+            continue
+        SG = lin.S[i] @ G
+        if scale is not None:
+            SG = SG * scale.unsqueeze(-1)
+        PD = lin.D[i - 1].unsqueeze(-1) * lin.P[i - 1]
+        n_i, n_p = SG.shape[1], PD.shape[1]
+        quad = SG.transpose(0, 1).reshape(n_i, -1) @ PD.transpose(0, 1).reshape(n_p, -1).T
+        W_acc.append(d_int.T @ loop.r_ff[i - 1] + quad)
+    return Accumulator(W=W_acc, b=b_acc, count=p.sim.horizon)
+
+
+def _closed_form_solution(
+    p: Problem, loop: ClosedLoop, lin: _Linearised, mom: Moments, keep: torch.Tensor
+) -> Solution:
+    """The :class:`Solution` of the closed forms (every sample; the accumulator sums only the
+    ``keep`` samples), status by the reference criteria on the linearised output."""
+    sim = p.sim
+    n = sim.n_steps
+    rec = record_steps(n, sim.record_every) if p.record else [0, n - 1]
+    times = [k * sim.horizon / (n - 1) for k in rec]
+    y_rec = trajectory(lin.Aw, times[:-1])
+    y_rec = torch.cat([y_rec, mom.final.unsqueeze(0)])
+    if p.record_v:
+        v_rec = [vf + z for vf, z in zip(loop.v_ff, lin.deviations(y_rec), strict=True)]
+    else:
+        x = y_rec[..., : lin.Kn].unsqueeze(-1)
+        v_rec = [loop.v_ff[-1] + (lin.P[-1] @ x).squeeze(-1)]
+    r_out = loop.layers[-1].phi(v_rec[-1])
+    _, u_rec, _ = lin.control(y_rec)
+    v, r, vb = _final_state(p, loop, lin, mom.final)
+    e_T, u_T, u_int_T = lin.control(mom.final)
+    raw = RawRun(
+        t=torch.tensor(times, dtype=p.x.dtype),
+        r_out=r_out,
+        u=u_rec,
+        e=None,
+        v=v_rec if p.record_v else [],
+        apical=[u_rec @ q.T for q in loop.Q] if p.record_apical else [],
+        v_final=v,
+        r_final=r,
+        vb_final=vb,
+        u_final=u_T,
+        u_int_final=u_int_T,
+        steps_run=0,
+        nfe=0,
+        accumulator=_accumulate(p, lin, mom, keep) if p.accumulate is not None else None,
+    )
+    pi = p.pi
+    sol = build_solution(
+        raw, p.r_target, loop.v_ff, loop.r_ff, alpha=pi.alpha, leak=pi.leak, sim=sim
+    )
+    # the criteria on the linearised output r_L^- + D_L z_L = r_L* - e (the floor of
+    # phi(v^- + z) - (r_L^- + D_L z_L) is second order, not a transient)
+    e0n = torch.linalg.vector_norm(lin.e0, dim=1)
+    status = classify(
+        p.r_target - e_T, p.r_target, u_T, u_int_T, loop.r_ff[-1], e0n,
+        alpha=pi.alpha, leak=pi.leak, sim=sim,
+    )  # fmt: skip
+    status[~torch.isfinite(mom.final).all(1)] = int(Status.NONFINITE)
+    sol.status = status
+    return sol
+
+
+def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
+    """``sol`` with the samples ``fb`` [B] replaced by the fallback solver's run of them."""
+    sim_fb = p.sim.model_copy(update={"solver": p.sim.fallback_solver})
+    sub = dataclasses.replace(p, x=p.x[fb], r_target=p.r_target[fb], sim=sim_fb)
+    other = get_solver(sim_fb.solver).solve(sub)
+    idx = fb.nonzero().squeeze(1)
+
+    def put(dst: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Tensor:
+        out = dst.clone()
+        out.index_copy_(dim, idx, src.to(dst.dtype))
+        return out
+
+    for name in ("v_final", "r_final", "v_basal_final"):
+        pairs = zip(getattr(sol, name), getattr(other, name), strict=True)
+        setattr(sol, name, [put(a, b, 0) for a, b in pairs])
+    sol.u_final = put(sol.u_final, other.u_final, 0)
+    sol.u_int_final = put(sol.u_int_final, other.u_int_final, 0)
+    sol.status = put(sol.status, other.status, 0)
+    if other.r_out.shape[0] == sol.r_out.shape[0]:
+        sol.r_out = put(sol.r_out, other.r_out, 1)
+        sol.u = put(sol.u, other.u, 1)
+        sol.e = put(sol.e, other.e, 1)
+        sol.v = [put(a, b, 1) for a, b in zip(sol.v, other.v, strict=True)]
+        sol.apical = [put(a, b, 1) for a, b in zip(sol.apical, other.apical, strict=True)]
+    if sol.accumulator is not None and other.accumulator is not None:
+        s = sol.accumulator.count / other.accumulator.count
+        acc = sol.accumulator
+        acc.W = [a + s * b for a, b in zip(acc.W, other.accumulator.W, strict=True)]
+        acc.b = [a + s * b for a, b in zip(acc.b, other.accumulator.b, strict=True)]
+    sol.steps_run, sol.nfe = other.steps_run, other.nfe
+    return sol

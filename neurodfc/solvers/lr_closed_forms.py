@@ -1,0 +1,194 @@
+"""Closed forms of the linearised closed loop (the ``linear_response`` solver's algebra).
+
+Linearised about the feedforward state (``z_i = v_i - v_i^-``, ``D_i = diag(phi_i'(v_i^-))``,
+``M_i = W_i D_{i-1}``, every layer with the time constant ``tau``), layer ``i`` is a
+first-order lag driven by ``M_i z_{i-1} + Q_i u``. With ``x_k`` the ``k``-th cascaded lag of
+the control (``tau dx_1/dt = -x_1 + u``, ``tau dx_k/dt = -x_k + x_{k-1}``), every deviation is
+a fixed combination of them::
+
+    z_i = sum_{k=0}^{i} P_i[k] x_k,     P_i[0] = Q_i,   P_i[k] = W_i D_{i-1} P_{i-1}[k-1]
+
+(0-based layers and lags). The controller sees the output through ``C = D_L P_L``
+(``n_L x L n_L``; its blocks are the ``J_i Q_i`` of DFC-SSA): ``e = e_0 - C x``. The state
+``y = (x, u_int)`` of dimension ``(L + 1) n_L`` obeys an affine LTI system ``dy/dt = A y + f``
+(:func:`reduced_system`) whose moments over ``[0, T]`` (final state, ``int y``, ``int y y^T``)
+come from one Van Loan block exponential over a short interval and doubling
+(:func:`moments`). Shapes: a leading batch dimension ``B`` everywhere (one system per
+sample).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def span_matrices(
+    W: list[torch.Tensor], D: list[torch.Tensor], Q: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The span ``P_i = [P_i[0], ..., P_i[L-1]]`` [B, n_i, L n_L] of each layer's deviation
+    (blocks beyond lag ``i`` are zero).
+
+    Args:
+        W: forward weights ``W_i`` [n_i, n_{i-1}] (``W[0]`` unused).
+        D: ``phi_i'(v_i^-)`` per layer [B, n_i].
+        Q: feedback weights ``Q_i`` [n_i, n_L].
+    """
+    L = len(Q)
+    B, nL = D[0].shape[0], Q[-1].shape[1]
+    out: list[torch.Tensor] = []
+    for i in range(L):
+        P = torch.zeros((B, Q[i].shape[0], L * nL), dtype=D[0].dtype, device=D[0].device)
+        P[:, :, :nL] = Q[i]
+        if i > 0:
+            prev = D[i - 1].unsqueeze(-1) * out[-1][:, :, : i * nL]
+            P[:, :, nL : (i + 1) * nL] = torch.matmul(W[i], prev)
+        out.append(P)
+    return out
+
+
+def basal_span(P: torch.Tensor, n_out: int) -> torch.Tensor:
+    """The span of the somatic-minus-basal voltage ``s_i = z_i - W_i D_{i-1} z_{i-1}``:
+    block ``k`` is ``P_i[k] - P_i[k+1]`` (the basal input carries the lagged copy).
+
+    Args:
+        P: a layer's span [B, n_i, L n_L] (:func:`span_matrices`).
+        n_out: ``n_L``.
+    """
+    S = P.clone()
+    S[:, :, :-n_out] -= P[:, :, n_out:]
+    return S
+
+
+def reduced_system(
+    C: torch.Tensor,
+    e0: torch.Tensor,
+    *,
+    tau: float,
+    k_p: float,
+    alpha: float,
+    leak: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, f)`` of ``dy/dt = A y + f``, ``y = (x_0..x_{L-1}, u_int)`` [B, m], ``m = (L+1) n_L``.
+
+    ``u = u_int + k_p (e_0 - C x)``; ``tau dx_0/dt = -x_0 + u``; ``tau dx_k/dt = x_{k-1} - x_k``;
+    ``du_int/dt = e - alpha u`` (``reference`` leak) or ``e - alpha u_int`` (``paper``).
+
+    Args:
+        C: output projection ``D_L P_L`` [B, n_L, L n_L].
+        e0: initial error ``r_L* - r_L^-`` [B, n_L].
+        tau: ``tau_v / tau_u`` of every layer.
+        k_p: proportional gain.
+        alpha: leak.
+        leak: ``reference`` or ``paper``.
+    """
+    B, nL, Kn = C.shape
+    m = Kn + nL
+    a = 1.0 / tau
+    eye = torch.eye(nL, dtype=C.dtype, device=C.device)
+    A = torch.zeros((B, m, m), dtype=C.dtype, device=C.device)
+    A[:, :nL, :Kn] = -a * k_p * C
+    for k in range(Kn // nL):
+        blk = slice(k * nL, (k + 1) * nL)
+        A[:, blk, blk] -= a * eye
+        if k > 0:
+            A[:, blk, (k - 1) * nL : k * nL] += a * eye
+    A[:, :nL, Kn:] = a * eye
+    g = 1.0 - alpha * k_p if leak == "reference" else 1.0
+    A[:, Kn:, :Kn] = -g * C
+    A[:, Kn:, Kn:] = -alpha * eye
+    f = torch.zeros((B, m), dtype=C.dtype, device=C.device)
+    f[:, :nL] = a * k_p * e0
+    f[:, Kn:] = g * e0
+    return A, f
+
+
+def augmented(A: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``[[A, f], [0, 0]]`` [B, m+1, m+1]: ``w = (y, 1)`` obeys ``dw/dt = A_w w``.
+
+    Args:
+        A: system matrices [B, m, m].
+        f: forcing [B, m].
+    """
+    B, m, _ = A.shape
+    Aw = torch.zeros((B, m + 1, m + 1), dtype=A.dtype, device=A.device)
+    Aw[:, :m, :m] = A
+    Aw[:, :m, m] = f
+    return Aw
+
+
+@dataclass
+class Moments:
+    """Moments of ``w = (y, 1)`` over ``[0, T]`` from ``y(0) = 0``: ``final`` = ``y(T)`` [B, m],
+    ``integral`` = ``int y dt`` [B, m], ``gram`` = ``int y y^T dt`` [B, m, m]."""
+
+    final: torch.Tensor
+    integral: torch.Tensor
+    gram: torch.Tensor
+
+
+def moments(Aw: torch.Tensor, T: float, theta: float = 0.5) -> Moments:
+    """:class:`Moments` of the augmented system ``A_w`` over ``[0, T]``.
+
+    Van Loan's block exponential ``exp([[-A_w, w0 w0^T], [0, A_w^T]] h)`` gives the Gramian
+    over a short ``h = T / 2^n`` (``h |A_w|_1 <= theta``, where the ``exp(-A_w h)`` block is
+    harmless); ``G(2h) = G(h) + E(h) G(h) E(h)^T``, ``E(2h) = E(h)^2`` double it up to ``T``
+    without ever forming ``exp(-A_w T)``.
+
+    Args:
+        Aw: augmented matrices [B, m+1, m+1] (:func:`augmented`).
+        T: the horizon (units of tau_u).
+        theta: bound on ``h |A_w|_1`` of the first interval.
+    """
+    B, m1, _ = Aw.shape
+    norm = float(torch.linalg.matrix_norm(Aw, ord=1).max()) if B > 0 else 0.0
+    n = max(0, math.ceil(math.log2(max(T * norm / theta, 1.0))))
+    h = T / 2**n
+    H = torch.zeros((B, 2 * m1, 2 * m1), dtype=Aw.dtype, device=Aw.device)
+    H[:, :m1, :m1] = -Aw * h
+    H[:, m1:, m1:] = Aw.transpose(1, 2) * h
+    H[:, m1 - 1, 2 * m1 - 1] = h  # w0 w0^T with w0 = e_m (y = 0, constant 1)
+    F = torch.linalg.matrix_exp(H)
+    E = F[:, m1:, m1:].transpose(1, 2)
+    G = E @ F[:, :m1, m1:]
+    for _ in range(n):
+        G = G + E @ G @ E.transpose(1, 2)
+        E = E @ E
+    m = m1 - 1
+    return Moments(final=E[:, :m, m], integral=G[:, :m, m], gram=G[:, :m, :m])
+
+
+def trajectory(Aw: torch.Tensor, times: list[float]) -> torch.Tensor:
+    """``y(t)`` [len(times), B, m] at increasing ``times`` (from ``y(0) = 0``), by exact
+    propagation ``w(t') = exp(A_w (t' - t)) w(t)`` (one matrix exponential per distinct gap).
+
+    Args:
+        Aw: augmented matrices [B, m+1, m+1].
+        times: increasing times >= 0.
+    """
+    B, m1, _ = Aw.shape
+    w = torch.zeros((B, m1), dtype=Aw.dtype, device=Aw.device)
+    w[:, -1] = 1.0
+    out = []
+    t_prev = 0.0
+    cache: dict[float, torch.Tensor] = {}
+    for t in times:
+        gap = round(t - t_prev, 12)
+        if gap > 0:
+            if gap not in cache:
+                cache[gap] = torch.linalg.matrix_exp(Aw * gap)
+            w = (cache[gap] @ w.unsqueeze(-1)).squeeze(-1)
+        out.append(w[:, :-1])
+        t_prev = t
+    return torch.stack(out) if out else w.new_zeros((0, B, m1 - 1))
+
+
+def max_real_eig(A: torch.Tensor) -> torch.Tensor:
+    """``max Re eig(A)`` per sample [B].
+
+    Args:
+        A: matrices [B, m, m].
+    """
+    return torch.linalg.eigvals(A).real.amax(dim=-1)

@@ -1,0 +1,200 @@
+"""The linear-response solver against independent oracles: torchdiffeq's dopri5 and ETDRK4 at
+tight tolerances on linear networks (where the linearisation is exact), the first-order
+convergence rate on tanh networks as the output error is scaled down, the error estimate
+against the measured error, and the per-sample fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurodfc.config import config_from_dict
+from neurodfc.methods import get_method
+from neurodfc.solve import Solution, simulate
+from neurodfc.solvers.lr_closed_forms import augmented, moments, trajectory
+from neurodfc.system import DFCSystem
+from tests.helpers import make_system, random_batch
+
+STEPS, DT = 151, 0.01  # t_max = 1.5
+DOPRI = {"solver": "dopri5", "rtol": 1e-11, "atol": 1e-14}
+LR = {"solver": "linear_response", "linear_response_tol": 1.0}  # closed form for every sample
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _flat(sol: Solution) -> torch.Tensor:
+    assert sol.accumulator is not None
+    return torch.cat([a.flatten() for a in [*sol.accumulator.W, *sol.accumulator.b]])
+
+
+def _setup(act: str, lam: float = 0.05, batch: int = 3, **kw: Any) -> tuple[DFCSystem, Any, Any]:
+    base: dict[str, Any] = {"k_p": 1.5, "alpha": 0.01, "seed": 3}
+    base.update(kw)
+    system = make_system(base.pop("sizes", [4, 6, 5, 3]), act=act, lam=lam, **base)
+    x, y = random_batch(system, batch)
+    return system, x, system.target_of(system.network(x), y)
+
+
+def _run(system: DFCSystem, x: Any, rt: Any, sim: dict[str, Any], **kw: Any) -> Solution:
+    cfg = system.cfg.simulation.model_copy(update={"dt": DT, "steps": STEPS, **sim})
+    return simulate(system, x, rt, sim=cfg, **kw)
+
+
+def test_moments_equal_quadrature_of_the_matrix_exponential() -> None:
+    """Van Loan + doubling against a fine trapezoid rule of ``exp(A_w t) w0`` (an LTI system
+    with oscillatory and stiff modes)."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(2, 5, 5, generator=g, dtype=torch.float64) - 3 * torch.eye(5)
+    f = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    Aw = augmented(A, f)
+    T, n = 2.0, 4001
+    ts = [T * k / (n - 1) for k in range(n)]
+    y = trajectory(Aw, ts)
+    w = torch.full((n,), T / (n - 1), dtype=torch.float64)
+    w[0] = w[-1] = w[0] / 2
+    mom = moments(Aw, T)
+    assert _rel(mom.final, y[-1]) < 1e-12
+    assert _rel(mom.integral, torch.einsum("t,tbm->bm", w, y)) < 1e-6
+    assert _rel(mom.gram, torch.einsum("t,tbm,tbn->bmn", w, y, y)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"m": "nonlinear_difference"},
+        {"m": "voltage_difference", "leak": "paper"},
+        {"m": "derivative_matrix", "k_p": 0.0, "alpha": 0.1},
+        {"m": "nonlinear_difference", "network": {"bias": False}, "fb_init": "xavier_normal",
+         "k_p": 0.3, "alpha": 1.0},
+    ],
+)  # fmt: skip
+def test_linear_network_is_exact_against_dopri5(kw: dict[str, Any]) -> None:
+    """Identity activations: the closed loop is linear, so the closed forms are exact; final
+    state, recordings and the rule's integrals equal dopri5 at tight tolerances."""
+    kw = dict(kw)
+    rule = kw.pop("m")
+    system, x, rt = _setup("linear", **kw)
+    out = [_run(system, x, rt, s, accumulate=rule, record_v=True) for s in (LR, DOPRI)]
+    lr, ref = out
+    assert int(lr.extras["lr_path"].sum()) == 0
+    assert _rel(_flat(lr), _flat(ref)) < 1e-8
+    for a, b, ff in zip(lr.v_final, ref.v_final, lr.v_ff, strict=True):
+        assert _rel(a - ff, b - ff) < 1e-8
+    assert _rel(lr.u_final, ref.u_final) < 1e-8
+    assert _rel(lr.u_int_final, ref.u_int_final) < 1e-8
+    assert _rel(lr.u, ref.u) < 1e-8
+    assert _rel(lr.r_out - lr.r_ff[-1], ref.r_out - ref.r_ff[-1]) < 1e-8
+    assert _rel(lr.v[1] - lr.v_ff[1], ref.v[1] - ref.v_ff[1]) < 1e-8
+    assert torch.equal(lr.status, ref.status)
+
+
+@pytest.mark.slow
+def test_linear_network_equals_etdrk4_at_tight_tolerance() -> None:
+    """The second integrating oracle (exponential integrator, rtol 1e-10)."""
+    system, x, rt = _setup("linear", batch=2)
+    sims = (LR, {"solver": "etdrk4", "rtol": 1e-10, "atol": 1e-15})
+    lr, ref = [_run(system, x, rt, s, accumulate="nonlinear_difference") for s in sims]
+    assert _rel(_flat(lr), _flat(ref)) < 1e-9
+    assert _rel(lr.u_final, ref.u_final) < 1e-9
+
+
+@pytest.mark.parametrize("method", ["dfc", "dfc_ss"])
+def test_dfc_and_dfc_ss_updates_on_a_linear_network(method: str) -> None:
+    """The methods' updates through ``simulate``: linear response equals dopri5."""
+    ups = []
+    for sim in (LR, DOPRI):
+        system = make_system(
+            [4, 6, 5, 3], act="linear", k_p=1.5, alpha=0.01, seed=3,
+            method={"name": method, "include_non_converged": True},
+            sim={"dt": DT, "steps": STEPS, **sim},
+        )  # fmt: skip
+        x, y = random_batch(system, 3)
+        ups.append(get_method(method).update(system, x, y).flat())
+    assert _rel(ups[0], ups[1]) < 1e-8
+
+
+def test_tanh_error_is_first_order_in_the_output_error() -> None:
+    """tanh network: halving lam halves the relative error against dopri5 (slope 1), and the
+    error estimate halves too and stays above the measured error."""
+    errs, ests = [], []
+    for lam in (0.02, 0.01, 0.005):
+        system, x, rt = _setup("tanh", lam=lam)
+        lr, ref = [_run(system, x, rt, s, accumulate="nonlinear_difference") for s in (LR, DOPRI)]
+        errs.append(_rel(_flat(lr), _flat(ref)))
+        ests.append(float(lr.extras["lr_estimate"].max()))
+    for k in range(2):
+        assert 1.8 < errs[k] / errs[k + 1] < 2.2
+        assert 1.8 < ests[k] / ests[k + 1] < 2.2
+    assert all(e < s for e, s in zip(errs, ests, strict=True))
+
+
+def test_fallback_takes_the_samples_above_the_tolerance() -> None:
+    """Samples whose estimate exceeds the tolerance are simulated by the fallback solver: the
+    merged result equals the closed form on the rest plus the fallback on them."""
+    system, x, rt = _setup("tanh", lam=0.02, batch=4)
+    probe = _run(system, x, rt, LR)
+    est = probe.extras["lr_estimate"]
+    tol = float(est.median())
+    fb = est > tol
+    assert 0 < int(fb.sum()) < 4
+    fallback = {"solver": "dopri5", "rtol": 1e-10, "atol": 1e-13}
+    sim = {"solver": "linear_response", "linear_response_tol": tol, "fallback_solver": "dopri5",
+           "rtol": 1e-10, "atol": 1e-13}  # fmt: skip
+    mixed = _run(system, x, rt, sim, accumulate="voltage_difference")
+    assert torch.equal(mixed.extras["lr_path"].bool(), fb)
+    assert torch.equal(mixed.extras["lr_reason"][fb], torch.ones(int(fb.sum()), dtype=torch.int8))
+    kept = _run(system, x[~fb], rt[~fb], LR, accumulate="voltage_difference")
+    other = _run(system, x[fb], rt[fb], fallback, accumulate="voltage_difference")
+    assert _rel(_flat(mixed), _flat(kept) + _flat(other)) < 1e-12
+    assert torch.allclose(mixed.u_final[fb], other.u_final, rtol=1e-12, atol=0)
+    assert torch.allclose(mixed.u_final[~fb], kept.u_final, rtol=1e-12, atol=0)
+
+
+def test_unstable_samples_fall_back_and_are_reported() -> None:
+    """Random feedback with a large gain: the linearised loop of some samples is unstable;
+    they take the fallback path with reason 2 and are reported diverged by it."""
+    system, x, rt = _setup("linear", batch=6, fb_init="xavier_normal")
+    sol = _run(system, x, rt, {"solver": "linear_response", "fallback_solver": "rk4"})
+    reason = sol.extras["lr_reason"]
+    assert bool((reason == 2).any())
+    assert torch.equal(sol.extras["lr_path"].bool(), reason != 0)
+
+
+def test_config_refuses_unimplemented_orders() -> None:
+    """Only the first order exists: order = 2 is a one-line config error naming the field."""
+    with pytest.raises(ValueError, match="order"):
+        config_from_dict({"simulation": {"solver": "linear_response", "order": 2}})
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 1000),
+    k_p=st.floats(0.0, 2.0),
+    alpha=st.floats(1e-3, 0.2),
+    lam=st.floats(1e-3, 0.05),
+    act=st.sampled_from(["tanh", "sigmoid"]),
+)
+def test_estimate_bounds_the_measured_error(
+    seed: int, k_p: float, alpha: float, lam: float, act: str
+) -> None:
+    """Random small networks and gains: each sample's estimate bounds the relative error of
+    its final voltage deviation and of its rule integrals (dopri5 oracle)."""
+    system, x, rt = _setup(act, lam=lam, batch=2, k_p=k_p, alpha=alpha, seed=seed,
+                           sizes=[3, 5, 4, 2])  # fmt: skip
+    for b in range(2):
+        xb, rb = x[b : b + 1], rt[b : b + 1]
+        lr = _run(system, xb, rb, LR, accumulate="nonlinear_difference")
+        if int(lr.extras["lr_reason"][0]) != 0:
+            continue  # unstable: not in the closed form's range
+        ref = _run(system, xb, rb, DOPRI, accumulate="nonlinear_difference")
+        est = float(lr.extras["lr_estimate"][0])
+        assert _rel(_flat(lr), _flat(ref)) <= est
+        dz = [torch.cat([v - f for v, f in zip(s.v_final, s.v_ff, strict=True)], 1)
+              for s in (lr, ref)]  # fmt: skip
+        assert _rel(dz[0], dz[1]) <= est
