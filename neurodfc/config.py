@@ -4,8 +4,13 @@ Every field documents its paper symbol and unit. Time is measured in units of th
 time constant ``tau_u`` (``tau_u = 1``). A TOML file in ``models/`` maps one-to-one onto
 :class:`ExperimentConfig`: one table per section (``[network]``, ``[controller]``, ...).
 
-Cross-field rules (checked before any compute starts) live in
-:meth:`ExperimentConfig._check_consistency`; errors name the field and the allowed range.
+Validation is strict: TOML types are enforced (no bool for a number, no string for a bool, an
+integer field takes no float; an integer for a float field is fine), every float is finite, and
+each field declares its range. Cross-field rules (checked before any compute starts) live in
+:meth:`ExperimentConfig._check_consistency` and :meth:`ExperimentConfig._check_strong`. A bad
+config raises :class:`ConfigError` with one line naming the file, each bad field, its value and
+what it allows (``neurodfc.config_errors``); what a config needs from the machine (device,
+memory, data, output paths) is checked by ``neurodfc.preflight``.
 """
 
 from __future__ import annotations
