@@ -289,16 +289,19 @@ class SimulationConfig(_Section):
     order: int = Field(default=1, ge=1, le=1)
     """``linear_response``: order of the expansion in the voltage deviations (only 1, the
     linearised closed loop, is implemented; docs/linear_response.md)."""
-    discretisation: Literal["continuous"] = "continuous"
-    """``linear_response``: the time discretisation it reproduces (``continuous``: the
-    continuous-time dynamics, i.e. the dt -> 0 limit that ``etdrk4`` approximates)."""
+    discretisation: Literal["continuous", "reference_euler"] = "continuous"
+    """``linear_response``: the time discretisation it reproduces: ``continuous`` (the
+    continuous-time dynamics, the dt -> 0 limit that ``etdrk4`` approximates) or
+    ``reference_euler`` (the reference scheme's steps, ``dt``, ``steps``, its
+    ``proactive_controller`` flag; needs ``inst_transmission = true``)."""
     linear_response_tol: float = Field(default=1e-6, gt=0, le=1)
     """``linear_response``: samples whose a-posteriori estimate of the relative error (the
     size of the first neglected term) exceeds this, or whose linearised loop is unstable, are
     simulated by :attr:`fallback_solver` instead."""
-    fallback_solver: IntegratingSolver = "etdrk4"
+    fallback_solver: IntegratingSolver | None = None
     """``linear_response``: the integrating solver of the samples outside the series' range
-    (with this section's other settings)."""
+    (with this section's other settings); None: ``etdrk4`` for the continuous discretisation,
+    ``euler_reference`` for ``reference_euler``."""
 
     @model_validator(mode="after")
     def _bounded_horizon(self) -> SimulationConfig:

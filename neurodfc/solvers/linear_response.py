@@ -19,6 +19,7 @@ import dataclasses
 import torch
 
 from neurodfc.components.controller import PIController
+from neurodfc.config import SimulationConfig
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.solution import (
     Accumulator,
@@ -36,7 +37,10 @@ from neurodfc.solvers.lr_closed_forms import (
     basal_span,
     max_real_eig,
     moments,
+    power_moments,
+    power_trajectory,
     reduced_system,
+    reference_system,
     span_matrices,
     trajectory,
 )
@@ -63,13 +67,12 @@ class LinearResponse:
         p, sim = problem, problem.sim
         _check_supported(p)
         loop = p.loop()
-        lin = _Linearised(loop, p.pi, p.tau_ratio)
-        T = sim.horizon
-        mom = moments(lin.Aw, T)
-        est = error_estimate(lin, T)
+        lin = _Linearised(loop, p.pi, p.tau_ratio, sim)
+        mom = lin.moments()
+        est = error_estimate(lin)
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
         reason[est > sim.linear_response_tol] = 1
-        reason[max_real_eig(lin.A) > 0] = 2
+        reason[~lin.stable()] = 2
         finite = torch.isfinite(mom.final).all(1) & torch.isfinite(mom.gram).flatten(1).all(1)
         reason[~finite] = 3
         sol = _closed_form_solution(p, loop, lin, mom, reason == 0)
@@ -89,23 +92,59 @@ def _check_supported(p: Problem) -> None:
         raise ValueError(f"{name} needs an instantaneous apical compartment (apical.tau unset)")
     if p.sim.inst_system_dynamics:
         raise ValueError(f"{name} does not implement simulation.inst_system_dynamics")
+    if p.sim.discretisation == "reference_euler" and not p.sim.inst_transmission:
+        raise ValueError(
+            f"{name} with discretisation = 'reference_euler' needs "
+            "simulation.inst_transmission = true"
+        )
 
 
 class _Linearised:
-    """The linearised loop of one batch: spans ``P``, basal spans ``S``, ``D``, the reduced
-    system ``A`` [B, m, m], its augmented form ``Aw``."""
+    """The linearised loop of one batch: spans ``P``, basal spans ``S``, ``D``; continuous:
+    the reduced system ``A`` [B, m, m] and its augmented form ``Aw`` (``dw/dt = A_w w``);
+    ``reference_euler``: the augmented step matrix ``Aw`` (``w[t+1] = A_w w[t]``)."""
 
-    def __init__(self, loop: ClosedLoop, pi: PIController, tau: float) -> None:
-        self.loop, self.pi, self.tau = loop, pi, tau
+    def __init__(
+        self, loop: ClosedLoop, pi: PIController, tau: float, sim: SimulationConfig
+    ) -> None:
+        self.loop, self.pi, self.tau, self.sim = loop, pi, tau, sim
+        self.discrete = sim.discretisation == "reference_euler"
         self.nL = loop.sizes[-1]
         self.D = [lay.phi_prime(v) for lay, v in zip(loop.layers, loop.v_ff, strict=True)]
         self.P = span_matrices(loop.W, self.D, loop.Q)
         self.S = [basal_span(P, self.nL) for P in self.P]
         C = self.D[-1].unsqueeze(-1) * self.P[-1]
         self.e0 = loop.r_target - loop.r_ff[-1]
-        self.A, f = reduced_system(C, self.e0, tau=tau, k_p=pi.k_p, alpha=pi.alpha, leak=pi.leak)
-        self.Aw = augmented(self.A, f)
         self.C = C
+        if self.discrete:
+            self.Aw = reference_system(
+                C, self.e0, beta=sim.dt / tau, dt=sim.dt, k_p=pi.k_p, alpha=pi.alpha,
+                leak=pi.leak, proactive=sim.proactive_controller,
+            )  # fmt: skip
+        else:
+            A, f = reduced_system(C, self.e0, tau=tau, k_p=pi.k_p, alpha=pi.alpha, leak=pi.leak)
+            self.Aw = augmented(A, f)
+
+    def moments(self) -> Moments:
+        """Final state, integral (sum over the points) and Gramian over the horizon."""
+        if self.discrete:
+            return power_moments(self.Aw, self.sim.n_steps)
+        return moments(self.Aw, self.sim.horizon)
+
+    def states(self, steps: list[int]) -> torch.Tensor:
+        """Reduced states [len(steps), B, m] at the (increasing) step indices ``steps``."""
+        if self.discrete:
+            return power_trajectory(self.Aw, steps)
+        h = self.sim.horizon / (self.sim.n_steps - 1)
+        return trajectory(self.Aw, [k * h for k in steps])
+
+    def stable(self) -> torch.Tensor:
+        """Per sample [B]: the linearised loop is stable (continuous: ``max Re eig A < 0``;
+        the scheme: spectral radius of the step matrix ``< 1``)."""
+        A = self.Aw[:, :-1, :-1]
+        if self.discrete:
+            return torch.linalg.eigvals(A).abs().amax(-1) < 1.0
+        return max_real_eig(A) < 0.0
 
     @property
     def Kn(self) -> int:
@@ -121,7 +160,9 @@ class _Linearised:
         """``(e, u, u_int)`` of the linearised loop at reduced states ``y`` [..., B, m]."""
         x = y[..., : self.Kn].unsqueeze(-1)
         e = self.e0 - (self.C @ x).squeeze(-1)
-        u_int = y[..., self.Kn :]
+        u_int = y[..., self.Kn : self.Kn + self.nL]
+        if self.discrete:  # the scheme's u[t] is a state (it lags e by a step)
+            return e, y[..., self.Kn + self.nL :], u_int
         return e, u_int + self.pi.k_p * e, u_int
 
 
@@ -140,7 +181,7 @@ def curvature(lin: _Linearised) -> list[torch.Tensor]:
     return out
 
 
-def error_estimate(lin: _Linearised, T: float) -> torch.Tensor:
+def error_estimate(lin: _Linearised) -> torch.Tensor:
     """Per-sample estimate [B] of the first-order solution's relative error: the size of the
     first neglected term of ``phi(v^- + z) = phi(v^-) + phi'(v^-) z + phi''(v^-) z^2 / 2 + ...``
     relative to the kept one, ``max_{i, a} |phi''/phi'|_{i,a} sup_t |z_{i,a}(t)|``, with the
@@ -148,10 +189,9 @@ def error_estimate(lin: _Linearised, T: float) -> torch.Tensor:
 
     Args:
         lin: the linearised loop.
-        T: the horizon.
     """
-    times = [T * k / ESTIMATE_POINTS for k in range(1, ESTIMATE_POINTS + 1)]
-    y = trajectory(lin.Aw, times)
+    n = lin.sim.n_steps - 1
+    y = lin.states(sorted({round(n * k / ESTIMATE_POINTS) for k in range(1, ESTIMATE_POINTS + 1)}))
     x_sup = torch.linalg.vector_norm(y[..., : lin.Kn], dim=-1).amax(0)
     est = torch.zeros_like(x_sup)
     for kappa, P in zip(curvature(lin), lin.P, strict=True):
@@ -197,7 +237,8 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
         n_i, n_p = SG.shape[1], PD.shape[1]
         quad = SG.transpose(0, 1).reshape(n_i, -1) @ PD.transpose(0, 1).reshape(n_p, -1).T
         W_acc.append(d_int.T @ loop.r_ff[i - 1] + quad)
-    return Accumulator(W=W_acc, b=b_acc, count=p.sim.horizon)
+    count = p.sim.n_steps if lin.discrete else p.sim.horizon
+    return Accumulator(W=W_acc, b=b_acc, count=count)
 
 
 def _closed_form_solution(
@@ -208,9 +249,9 @@ def _closed_form_solution(
     sim = p.sim
     n = sim.n_steps
     rec = record_steps(n, sim.record_every) if p.record else [0, n - 1]
-    times = [k * sim.horizon / (n - 1) for k in rec]
-    y_rec = trajectory(lin.Aw, times[:-1])
-    y_rec = torch.cat([y_rec, mom.final.unsqueeze(0)])
+    y_rec = torch.cat([lin.states(rec[:-1]), mom.final.unsqueeze(0)])
+    dt = sim.horizon / (n - 1) if not lin.discrete else sim.dt
+    times = [k * dt for k in rec]
     if p.record_v:
         v_rec = [vf + z for vf, z in zip(loop.v_ff, lin.deviations(y_rec), strict=True)]
     else:
@@ -254,7 +295,10 @@ def _closed_form_solution(
 
 def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
     """``sol`` with the samples ``fb`` [B] replaced by the fallback solver's run of them."""
-    sim_fb = p.sim.model_copy(update={"solver": p.sim.fallback_solver})
+    name = p.sim.fallback_solver
+    if name is None:
+        name = "euler_reference" if p.sim.discretisation == "reference_euler" else "etdrk4"
+    sim_fb = p.sim.model_copy(update={"solver": name})
     sub = dataclasses.replace(p, x=p.x[fb], r_target=p.r_target[fb], sim=sim_fb)
     other = get_solver(sim_fb.solver).solve(sub)
     idx = fb.nonzero().squeeze(1)
@@ -264,9 +308,9 @@ def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
         out.index_copy_(dim, idx, src.to(dst.dtype))
         return out
 
-    for name in ("v_final", "r_final", "v_basal_final"):
-        pairs = zip(getattr(sol, name), getattr(other, name), strict=True)
-        setattr(sol, name, [put(a, b, 0) for a, b in pairs])
+    for field in ("v_final", "r_final", "v_basal_final"):
+        pairs = zip(getattr(sol, field), getattr(other, field), strict=True)
+        setattr(sol, field, [put(a, b, 0) for a, b in pairs])
     sol.u_final = put(sol.u_final, other.u_final, 0)
     sol.u_int_final = put(sol.u_int_final, other.u_int_final, 0)
     sol.status = put(sol.status, other.status, 0)

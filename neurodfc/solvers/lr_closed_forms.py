@@ -192,3 +192,111 @@ def max_real_eig(A: torch.Tensor) -> torch.Tensor:
         A: matrices [B, m, m].
     """
     return torch.linalg.eigvals(A).real.amax(dim=-1)
+
+
+def reference_system(
+    C: torch.Tensor,
+    e0: torch.Tensor,
+    *,
+    beta: float,
+    dt: float,
+    k_p: float,
+    alpha: float,
+    leak: str,
+    proactive: bool,
+) -> torch.Tensor:
+    """The reference Euler scheme (``inst_transmission``) of the linearised loop as
+    ``w[t+1] = A_w w[t]``, ``w = (x_0..x_{L-1}, u_int, u, 1)`` [B, m+1], ``m = (L+2) n_L``::
+
+        e = e_0 - C x[t];  u_int[t+1] = u_int[t] + dt (e - alpha u[t])   (paper: alpha u_int[t])
+        u[t+1] = u_int[t+1] + k_p e;  u_ap = u[t+1] if proactive else u[t]
+        x_0[t+1] = (1 - beta) x_0[t] + beta u_ap;  x_k[t+1] = (1 - beta) x_k[t] + beta x_{k-1}[t+1]
+
+    Args:
+        C: output projection [B, n_L, L n_L].
+        e0: initial error [B, n_L].
+        beta: ``dt / tau``.
+        dt: the step.
+        k_p: proportional gain.
+        alpha: leak.
+        leak: ``reference`` or ``paper``.
+        proactive: ``proactive_controller``.
+    """
+    B, nL, Kn = C.shape
+    m = Kn + 2 * nL
+    ui, uu, one = slice(Kn, Kn + nL), slice(Kn + nL, m), m
+    eye = torch.eye(nL, dtype=C.dtype, device=C.device)
+    Aw = torch.zeros((B, m + 1, m + 1), dtype=C.dtype, device=C.device)
+    # rows of e (as a map of w[t]): -C x + e0
+    E = torch.zeros((B, nL, m + 1), dtype=C.dtype, device=C.device)
+    E[:, :, :Kn] = -C
+    E[:, :, one] = e0
+    Aw[:, ui] = dt * E
+    Aw[:, ui, ui] += eye
+    Aw[:, ui, uu if leak == "reference" else ui] -= dt * alpha * eye
+    Aw[:, uu] = Aw[:, ui] + k_p * E
+    Aw[:, one, one] = 1.0
+    prev = Aw[:, uu].clone() if proactive else None
+    for k in range(Kn // nL):
+        blk = slice(k * nL, (k + 1) * nL)
+        if prev is None:  # u_ap = u[t]
+            prev = torch.zeros_like(Aw[:, blk])
+            prev[:, :, uu] = eye
+        row = beta * prev
+        row[:, :, blk] += (1.0 - beta) * eye
+        Aw[:, blk] = row
+        prev = row
+    return Aw
+
+
+def power_moments(Aw: torch.Tensor, n: int) -> Moments:
+    """:class:`Moments` of ``w[t] = A_w^t w0`` (``w0 = e_m``: the state 0, constant 1) as sums
+    over ``t = 0..n-1`` (``final`` = ``y[n-1]``), by binary doubling
+    ``S_{p+q} = S_p + A_w^p S_q A_w^{pT}``.
+
+    Args:
+        Aw: augmented step matrices [B, m+1, m+1].
+        n: number of time points (>= 1).
+    """
+    B, m1, _ = Aw.shape
+    w0 = torch.zeros((B, m1, m1), dtype=Aw.dtype, device=Aw.device)
+    w0[:, -1, -1] = 1.0
+    eye = torch.eye(m1, dtype=Aw.dtype, device=Aw.device).expand(B, m1, m1)
+    S_blk, E_blk = w0, Aw  # sums over a block of 2^j points, and A_w^(2^j)
+    S, E = torch.zeros_like(w0), eye.clone()  # prefix of p points
+    k = n - 1
+    while k > 0:
+        if k & 1:
+            S = S + E @ S_blk @ E.transpose(1, 2)
+            E = E_blk @ E
+        k >>= 1
+        if k:
+            S_blk = S_blk + E_blk @ S_blk @ E_blk.transpose(1, 2)
+            E_blk = E_blk @ E_blk
+    last = E[:, :, -1]
+    S = S + last.unsqueeze(-1) * last.unsqueeze(-2)
+    m = m1 - 1
+    return Moments(final=last[:, :m], integral=S[:, :m, m], gram=S[:, :m, :m])
+
+
+def power_trajectory(Aw: torch.Tensor, steps: list[int]) -> torch.Tensor:
+    """``y[t]`` [len(steps), B, m] at increasing step indices (from ``y[0] = 0``).
+
+    Args:
+        Aw: augmented step matrices [B, m+1, m+1].
+        steps: increasing step indices >= 0.
+    """
+    B, m1, _ = Aw.shape
+    w = torch.zeros((B, m1), dtype=Aw.dtype, device=Aw.device)
+    w[:, -1] = 1.0
+    out, prev = [], 0
+    cache: dict[int, torch.Tensor] = {}
+    for s in steps:
+        gap = s - prev
+        if gap > 0:
+            if gap not in cache:
+                cache[gap] = torch.linalg.matrix_power(Aw, gap)
+            w = (cache[gap] @ w.unsqueeze(-1)).squeeze(-1)
+        out.append(w[:, :-1])
+        prev = s
+    return torch.stack(out) if out else w.new_zeros((0, B, m1 - 1))

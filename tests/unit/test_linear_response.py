@@ -124,7 +124,7 @@ def test_tanh_error_is_first_order_in_the_output_error() -> None:
     error estimate halves too and stays above the measured error."""
     errs, ests = [], []
     for lam in (0.02, 0.01, 0.005):
-        system, x, rt = _setup("tanh", lam=lam)
+        system, x, rt = _setup("tanh", lam=lam, batch=2)
         lr, ref = [_run(system, x, rt, s, accumulate="nonlinear_difference") for s in (LR, DOPRI)]
         errs.append(_rel(_flat(lr), _flat(ref)))
         ests.append(float(lr.extras["lr_estimate"].max()))
@@ -143,9 +143,8 @@ def test_fallback_takes_the_samples_above_the_tolerance() -> None:
     tol = float(est.median())
     fb = est > tol
     assert 0 < int(fb.sum()) < 4
-    fallback = {"solver": "dopri5", "rtol": 1e-10, "atol": 1e-13}
-    sim = {"solver": "linear_response", "linear_response_tol": tol, "fallback_solver": "dopri5",
-           "rtol": 1e-10, "atol": 1e-13}  # fmt: skip
+    fallback = {"solver": "rk4"}
+    sim = {"solver": "linear_response", "linear_response_tol": tol, "fallback_solver": "rk4"}
     mixed = _run(system, x, rt, sim, accumulate="voltage_difference")
     assert torch.equal(mixed.extras["lr_path"].bool(), fb)
     assert torch.equal(mixed.extras["lr_reason"][fb], torch.ones(int(fb.sum()), dtype=torch.int8))
@@ -172,7 +171,7 @@ def test_config_refuses_unimplemented_orders() -> None:
         config_from_dict({"simulation": {"solver": "linear_response", "order": 2}})
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 1000),
     k_p=st.floats(0.0, 2.0),
@@ -184,17 +183,69 @@ def test_estimate_bounds_the_measured_error(
     seed: int, k_p: float, alpha: float, lam: float, act: str
 ) -> None:
     """Random small networks and gains: each sample's estimate bounds the relative error of
-    its final voltage deviation and of its rule integrals (dopri5 oracle)."""
+    its final voltage deviation and of its rule sums (the reference discretisation against
+    the reference scheme, so that only the linearisation differs)."""
     system, x, rt = _setup(act, lam=lam, batch=2, k_p=k_p, alpha=alpha, seed=seed,
                            sizes=[3, 5, 4, 2])  # fmt: skip
     for b in range(2):
         xb, rb = x[b : b + 1], rt[b : b + 1]
-        lr = _run(system, xb, rb, LR, accumulate="nonlinear_difference")
+        lr_sim = {**LR, "discretisation": "reference_euler"}
+        lr = _run(system, xb, rb, lr_sim, accumulate="nonlinear_difference")
         if int(lr.extras["lr_reason"][0]) != 0:
             continue  # unstable: not in the closed form's range
-        ref = _run(system, xb, rb, DOPRI, accumulate="nonlinear_difference")
+        ref = _run(system, xb, rb, {"solver": "euler_reference"}, accumulate="nonlinear_difference")
         est = float(lr.extras["lr_estimate"][0])
         assert _rel(_flat(lr), _flat(ref)) <= est
         dz = [torch.cat([v - f for v, f in zip(s.v_final, s.v_ff, strict=True)], 1)
               for s in (lr, ref)]  # fmt: skip
         assert _rel(dz[0], dz[1]) <= est
+
+
+@pytest.mark.parametrize("proactive", [True, False])
+@pytest.mark.parametrize("leak", ["reference", "paper"])
+def test_reference_discretisation_equals_the_reference_scheme_on_a_linear_network(
+    proactive: bool, leak: str
+) -> None:
+    """``discretisation = 'reference_euler'``: the scheme's powers in closed form equal the
+    step-by-step reference scheme (its fused path) on a linear network: final state,
+    recordings, status and the rule's sums over the points."""
+    system, x, rt = _setup("linear", leak=leak, batch=4)
+    flags = {"proactive_controller": proactive}
+    lr_sim = {**LR, "discretisation": "reference_euler", **flags}
+    ref_sim = {"solver": "euler_reference", **flags}
+    lr, ref = [
+        _run(system, x, rt, s, accumulate="nonlinear_difference", record_v=True)
+        for s in (lr_sim, ref_sim)
+    ]
+    assert lr.accumulator is not None and ref.accumulator is not None
+    assert lr.accumulator.count == ref.accumulator.count
+    assert _rel(_flat(lr), _flat(ref)) < 1e-12
+    assert _rel(lr.u_final, ref.u_final) < 1e-12
+    assert _rel(lr.u, ref.u) < 1e-12
+    assert _rel(lr.v[0] - lr.v_ff[0], ref.v[0] - ref.v_ff[0]) < 1e-12
+    assert torch.equal(lr.t, ref.t)
+    assert torch.equal(lr.status, ref.status)
+
+
+def test_reference_discretisation_is_first_order_on_tanh() -> None:
+    """tanh: the error against the reference scheme halves with lam."""
+    errs = []
+    sims = ({**LR, "discretisation": "reference_euler"}, {"solver": "euler_reference"})
+    for lam in (0.02, 0.01, 0.005):
+        system, x, rt = _setup("tanh", lam=lam)
+        lr, ref = [_run(system, x, rt, s, accumulate="voltage_difference") for s in sims]
+        errs.append(_rel(_flat(lr), _flat(ref)))
+    for k in range(2):
+        assert 1.8 < errs[k] / errs[k + 1] < 2.2
+
+
+def test_reference_discretisation_falls_back_to_the_reference_scheme() -> None:
+    """With the default fallback, every sample above the tolerance is run by the reference
+    scheme: at a tolerance no tanh sample meets, the result is the reference scheme's."""
+    system, x, rt = _setup("tanh", lam=0.01)
+    sim = {"solver": "linear_response", "discretisation": "reference_euler",
+           "linear_response_tol": 1e-12}  # fmt: skip
+    lr = _run(system, x, rt, sim, accumulate="nonlinear_difference")
+    ref = _run(system, x, rt, {"solver": "euler_reference"}, accumulate="nonlinear_difference")
+    assert bool(lr.extras["lr_path"].all())
+    assert _rel(_flat(lr), _flat(ref)) < 1e-12
