@@ -97,9 +97,16 @@ def stack_runs(paths: dict[str, Path]) -> xr.Dataset:
         d = d.expand_dims(run=[name])
         d["run_method"] = ("run", [keep.get("method", "?")])
         sets.append(d)
+    # variable attributes shared by the runs (long_name, units, the MN / SSA definitions) stay
     ds = xr.concat(
-        sets, dim="run", join="outer", coords="minimal", compat="override", combine_attrs="drop"
+        sets,
+        dim="run",
+        join="outer",
+        coords="minimal",
+        compat="override",
+        combine_attrs="drop_conflicts",
     )
+    ds.attrs = {}
     if "step" in ds.dims and step_of:
         steps = [int(s) for s in ds["step"].values]
         ds = ds.assign_coords(

@@ -9,7 +9,9 @@ definitions (``analysis.mn_rule = "auto"``: the nonlinear difference ``phi(v^- +
 of the loss-gradient GN targets, as its ``use_nonlinear_gnt`` for ``nonlinear_difference``
 configs; ``analysis.ssa_rates = "simulated"``: Lemma-1 ``dv`` with the simulated end state's
 rates, its NDI angle), and every run also logs the per-layer null-space measure of the update
-(``nullspace_ratio``, its ``save_nullspace_norm_ratio``). Run folders go to
+(``nullspace_ratio``, its ``save_nullspace_norm_ratio``); the simulating runs (DFC, DFC-SS) also
+log the convergence group (``dist_lemma1_output``, the reference's ``rel_dist_to_NDI``, and the
+recorded apical voltages ``apical_norm_final``, ``dist_lemma1_apical`` per layer). Run folders go to
 ``OUT/fig3_runs/<run>`` and are resumed when they exist, so a long run can be continued
 (``--epochs`` extends it).
 ``--quick``: 128 training samples, 3 epochs, 150 simulation steps, every minibatch logged.
@@ -41,14 +43,22 @@ RUNS = (
 )
 
 
+def metric_groups(name: str) -> list[str]:
+    """Analysis groups logged by run ``name``: DFA (no controller) alignment and null space;
+    DFC-SSA also conditions and stability; the simulating runs also the convergence group (the
+    reference's rel_dist_to_NDI and the recorded apical voltages at the end of the simulation)."""
+    if name == "fig3_dfa":
+        return ["alignment", "nullspace"]
+    groups = ["alignment", "conditions", "stability", "nullspace"]
+    return groups if name.endswith("dfc_ssa") else [*groups, "convergence"]
+
+
 def run_overrides(name: str, quick: bool, epochs: int | None, device: str | None) -> list[str]:
     """Config overrides of one run: analysis logging (+ the quick settings)."""
     dfa = name == "fig3_dfa"
     over = [
         f"analysis.log_interval={1 if quick else 100}",
-        'analysis.metrics=["alignment", "nullspace"]'
-        if dfa
-        else 'analysis.metrics=["alignment", "conditions", "stability", "nullspace"]',
+        f"analysis.metrics={json.dumps(metric_groups(name))}",
         'analysis.mn_rule="auto"',  # the reference's choice: nonlinear difference here
         'analysis.ssa_rates="simulated"',  # the reference's NDI angle
         # the SSA angle of DFC-SSA is 0 by definition; DFA has no controller

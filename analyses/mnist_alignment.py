@@ -3,10 +3,11 @@
 (trained and fixed feedback) and DFA, logging every 50 minibatches the whole-network angles
 with BP, GN and MN (damping gamma = 1, as the reference's pipeline configs), the SSA angle, the
 per-layer null-space measure of the update (``nullspace_ratio``) and the Condition-2 measure (on
-32 samples of the logged minibatch). MN and SSA use the reference code's definitions
-(``analysis.mn_rule = "auto"``: the nonlinear difference of the GN targets for these
-``nonlinear_difference`` configs; ``analysis.ssa_rates = "simulated"``: Lemma-1 ``dv`` with the
-simulated rates).
+32 samples of the logged minibatch); the simulating runs (DFC, DFC-SS) also log the convergence
+group on those 32 samples (distance to Lemma 1, recorded apical voltages per layer). MN and SSA
+use the reference code's definitions (``analysis.mn_rule = "auto"``: the nonlinear difference
+of the GN targets for these ``nonlinear_difference`` configs; ``analysis.ssa_rates =
+"simulated"``: Lemma-1 ``dv`` with the simulated rates).
 
 Full mode: ``models/mnist_*.toml`` as they are (feedback pre-training included), for
 ``--epochs`` epochs (default 3). ``--quick``: 256 training samples, one epoch of minibatches of
@@ -18,6 +19,7 @@ neurodfc.data's usual folders. Writes ``mnist_alignment.nc`` and ``mnist_alignme
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -38,6 +40,16 @@ RUNS = (
 QUICK_RUNS = ("mnist_dfc_ssa", "mnist_dfc_ss", "mnist_dfa")
 
 
+def metric_groups(name: str) -> list[str]:
+    """Analysis groups logged by run ``name``: DFA alignment and null space; DFC-SSA also the
+    Condition-2 group; the simulating runs also the convergence group (distance to Lemma 1,
+    recorded apical voltages)."""
+    if name.endswith("dfa"):
+        return ["alignment", "nullspace"]
+    groups = ["alignment", "conditions", "nullspace"]
+    return groups if name.endswith("dfc_ssa") else [*groups, "convergence"]
+
+
 def overrides(name: str, quick: bool, epochs: int, device: str | None) -> list[str]:
     """Logging (+ quick) overrides of one run."""
     ssa_ref = not (name.endswith("dfc_ssa") or name.endswith("dfa"))
@@ -45,9 +57,7 @@ def overrides(name: str, quick: bool, epochs: int, device: str | None) -> list[s
     over = [
         f"training.epochs={epochs}",
         f"analysis.log_interval={2 if quick else 50}",
-        'analysis.metrics=["alignment", "nullspace"]'
-        if name.endswith("dfa")
-        else 'analysis.metrics=["alignment", "conditions", "nullspace"]',
+        f"analysis.metrics={json.dumps(metric_groups(name))}",
         'analysis.mn_rule="auto"',
         'analysis.ssa_rates="simulated"',
         f"analysis.against={against}",

@@ -15,7 +15,11 @@ Per sample, from a recorded simulation (times ``t_k``, units of tau_u):
   transient it estimates ``-max Re eig(A_PI)``;
 * ``dist_lemma1_output``: ``|r_L(T) - r_L^ss| / |r_L^- - r_L^ss|`` with ``r_L^ss`` the Lemma-1
   output (the reference code's ``rel_dist_to_NDI``); ``dist_lemma1_u``:
-  ``|u(T) - u_ss| / |u_ss|``.
+  ``|u(T) - u_ss| / |u_ss|``;
+* the recorded apical (feedback) voltages ``v_i^fb(t)`` of every layer (the reference code's
+  ``va``): ``apical_norm`` ``|v_i^fb(t_k)|`` over time, ``apical_norm_final`` at T and
+  ``dist_lemma1_apical`` ``|v_i^fb(T) - Q_i u_ss| / |Q_i u_ss|``, the distance to the Lemma-1
+  apical voltage (the reference's dynamics plot "diff delta_v_ndi and va").
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neurodfc.analysis._common import finish, var
+from neurodfc.analysis._common import finish, layer_coord, var
 from neurodfc.analysis.stability import status_attrs
 from neurodfc.components.controller import leak_residual
 from neurodfc.config import SimulationConfig
@@ -84,7 +88,9 @@ def convergence(
     Returns:
         Dataset with dims ``time`` and ``sample``: ``e_norm`` (time, sample), ``status``
         (sample, int8 codes), ``settling_time``, ``decay_rate``, ``final_ratio`` (the
-        criterion's ratio at T), ``dist_lemma1_output``, ``dist_lemma1_u`` (sample).
+        criterion's ratio at T), ``dist_lemma1_output``, ``dist_lemma1_u`` (sample),
+        ``apical_norm`` (time, layer, sample), ``apical_norm_final`` and
+        ``dist_lemma1_apical`` (layer, sample); ``layer`` = 1..L.
     """
     if not 0 < tail <= 1:
         raise ValueError(f"tail must lie in (0, 1], got {tail}")
@@ -93,7 +99,9 @@ def convergence(
     ctrl = cfg.controller
     with torch.no_grad():
         r_target = system.target(x, y)
-        sol = simulate(system, x, r_target, sim=sim, record=True, generator=generator)
+        sol = simulate(
+            system, x, r_target, sim=sim, record=True, generator=generator, record_apical=True
+        )
         u_int = sol.u - ctrl.k_p * sol.e  # u = u_int + k_p e
         resid = leak_residual(r_target.unsqueeze(0), sol.u, u_int, ctrl.alpha, ctrl.leak)
         ff_norm = torch.linalg.vector_norm(sol.r_ff[-1], dim=1)
@@ -112,6 +120,13 @@ def convergence(
         ) / torch.linalg.vector_norm(sol.r_ff[-1] - ss.r[-1], dim=1)
         dist_u = torch.linalg.vector_norm(sol.u_final - ss.u, dim=1) / torch.linalg.vector_norm(
             ss.u, dim=1
+        )
+        apical = torch.stack([torch.linalg.vector_norm(a, dim=2) for a in sol.apical], 1)
+        dist_ap = torch.stack(
+            [
+                torch.linalg.vector_norm(a[-1] - d, dim=1) / torch.linalg.vector_norm(d, dim=1)
+                for a, d in zip(sol.apical, ss.dv, strict=True)
+            ]
         )
     ds = xr.Dataset(
         {
@@ -132,9 +147,19 @@ def convergence(
                 ("sample",), dist_out, "|r_L(T) - r_L^ss| / |r_L^- - r_L^ss| (Lemma 1)"
             ),
             "dist_lemma1_u": var(("sample",), dist_u, "|u(T) - u_ss| / |u_ss| (Lemma 1)"),
+            "apical_norm": var(
+                ("time", "layer", "sample"), apical, "apical voltage |v_i^fb(t)| of layer i"
+            ),
+            "apical_norm_final": var(
+                ("layer", "sample"), apical[-1], "apical voltage |v_i^fb(T)| of layer i"
+            ),
+            "dist_lemma1_apical": var(
+                ("layer", "sample"), dist_ap, "|v_i^fb(T) - Q_i u_ss| / |Q_i u_ss| (Lemma 1)"
+            ),
         },
         coords={
             "time": ("time", sol.t.cpu().numpy(), {"units": "tau_u"}),
+            "layer": layer_coord(system.network.depth),
             "sample": np.arange(x.shape[0]),
         },
     )

@@ -839,3 +839,48 @@ def test_nullspace_dataset_and_its_logging(tmp_path: Path) -> None:
     # per-layer clipping rescales each W_i: the ratio does not change
     want = nullspace(sys0, xb, first.grad_W)["nullspace_ratio"].values
     np.testing.assert_allclose(m["nullspace_ratio"][0].values, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("apical_tau", [None, 0.05])
+def test_convergence_reports_the_recorded_apical_voltages(apical_tau: float | None) -> None:
+    def run(steps: int) -> tuple[xr.Dataset, DFCSystem, T, T]:
+        system = make_system(
+            [4, 6, 3],
+            act="linear",
+            seed=3,
+            alpha=0.05,
+            sim={"dt": 0.01, "steps": steps, "record_every": 25},
+            apical={"tau": apical_tau},
+        )
+        x, y = random_batch(system, 5)
+        return convergence(system, x, y), system, x, y
+
+    ds, system, x, y = run(6000)
+    assert ds["apical_norm"].dims == ("time", "layer", "sample")
+    np.testing.assert_array_equal(ds["apical_norm_final"].values, ds["apical_norm"][-1].values)
+    # the oracle: the Lemma-1 apical voltage Q u_ss of this linear 4-6-3 network, written here:
+    # J = [W_2, I], delta = -lam 2 (r_L^- - y), u_ss = (J Q + alpha I)^-1 delta
+    net, cfg = system.network, system.cfg
+    W1, W2 = (w.detach() for w in net.W)
+    b1, b2 = (b.detach() for b in net.b)
+    Q = net.full_Q().detach()
+    J = torch.cat([W2, torch.eye(3, dtype=torch.float64)], 1)
+    out = (x @ W1.T + b1) @ W2.T + b2
+    delta = -cfg.loss.lam * 2.0 * (out - y)
+    u = torch.linalg.solve(
+        J @ Q + cfg.controller.alpha * torch.eye(3, dtype=torch.float64), delta.T
+    ).T
+    want = [torch.linalg.vector_norm(d, dim=1) for d in torch.split(u @ Q.T, [6, 3], dim=1)]
+    np.testing.assert_allclose(ds["apical_norm_final"].values, torch.stack(want).numpy(), rtol=1e-8)
+    assert float(ds["dist_lemma1_apical"].max()) < 1e-8  # linear network: Lemma 1 is exact
+    short, system, x, y = run(40)
+    assert float(short["dist_lemma1_apical"].min()) > 1e-3  # not there yet
+    if apical_tau is None:  # instantaneous: v^fb(t) = Q u(t) at every recorded time
+        sol = simulate(system, x, system.target(x, y), record=True)
+        Qs = torch.split(system.network.full_Q().detach(), system.network.sizes[1:])
+        for i, Qi in enumerate(Qs):
+            want = torch.linalg.vector_norm(sol.u @ Qi.T, dim=2).numpy()
+            np.testing.assert_allclose(short["apical_norm"][:, i].values, want, rtol=1e-12)
+    # logged as batch statistics per layer (the trajectory is dropped)
+    s = summarize(short)
+    assert s["apical_norm_final"].dims == ("layer",) and "apical_norm" not in s
