@@ -30,7 +30,7 @@ from neurodfc.core.solution import (
     classify,
     record_steps,
 )
-from neurodfc.solvers.base import Problem, get_solver
+from neurodfc.solvers.base import Problem, Solver, get_solver
 from neurodfc.solvers.lr_closed_forms import (
     Moments,
     augmented,
@@ -45,8 +45,13 @@ from neurodfc.solvers.lr_closed_forms import (
     trajectory,
 )
 
-REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite")
+REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite", "output_too_wide")
 """``lr_reason`` codes: why a sample took its path."""
+
+MAX_REDUCED_DIM = 512
+"""Largest reduced dimension ``(L + 1) n_L`` solved in closed form; wider outputs (the
+autoencoder's 784) would need block exponentials larger than the network: the whole batch goes
+to the fallback solver (reason ``output_too_wide``)."""
 
 ESTIMATE_POINTS = 32
 """Uniform time points (besides ``t = T``) at which the size of the deviations is sampled
@@ -66,6 +71,15 @@ class LinearResponse:
         """
         p, sim = problem, problem.sim
         _check_supported(p)
+        B = p.x.shape[0]
+        if (p.net.depth + 1) * p.net.n_out > MAX_REDUCED_DIM:
+            sol = _fallback(p).solve(dataclasses.replace(p, sim=_fallback_sim(p)))
+            sol.extras.update(
+                lr_path=torch.ones(B, dtype=torch.int8, device=p.x.device),
+                lr_reason=torch.full((B,), 4, dtype=torch.int8, device=p.x.device),
+                lr_estimate=torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device),
+            )
+            return sol
         loop = p.loop()
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim)
         mom = lin.moments()
@@ -293,14 +307,24 @@ def _closed_form_solution(
     return sol
 
 
-def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
-    """``sol`` with the samples ``fb`` [B] replaced by the fallback solver's run of them."""
+def _fallback_sim(p: Problem) -> SimulationConfig:
+    """The simulation settings of the fallback solver (``fallback_solver``, None: the
+    discretisation's integrator)."""
     name = p.sim.fallback_solver
     if name is None:
         name = "euler_reference" if p.sim.discretisation == "reference_euler" else "etdrk4"
-    sim_fb = p.sim.model_copy(update={"solver": name})
-    sub = dataclasses.replace(p, x=p.x[fb], r_target=p.r_target[fb], sim=sim_fb)
-    other = get_solver(sim_fb.solver).solve(sub)
+    return p.sim.model_copy(update={"solver": name})
+
+
+def _fallback(p: Problem) -> Solver:
+    """The fallback solver object."""
+    return get_solver(_fallback_sim(p).solver)
+
+
+def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
+    """``sol`` with the samples ``fb`` [B] replaced by the fallback solver's run of them."""
+    sub = dataclasses.replace(p, x=p.x[fb], r_target=p.r_target[fb], sim=_fallback_sim(p))
+    other = _fallback(p).solve(sub)
     idx = fb.nonzero().squeeze(1)
 
     def put(dst: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Tensor:

@@ -249,3 +249,13 @@ def test_reference_discretisation_falls_back_to_the_reference_scheme() -> None:
     ref = _run(system, x, rt, {"solver": "euler_reference"}, accumulate="nonlinear_difference")
     assert bool(lr.extras["lr_path"].all())
     assert _rel(_flat(lr), _flat(ref)) < 1e-12
+
+
+def test_a_wide_output_goes_to_the_fallback_solver() -> None:
+    """(L + 1) n_L above the closed form's limit: the whole batch is simulated by the fallback
+    solver (reason 4) and equals it."""
+    system, x, rt = _setup("tanh", sizes=[3, 4, 200], lam=0.01)
+    sims = ({"solver": "linear_response", "fallback_solver": "rk4"}, {"solver": "rk4"})
+    lr, ref = [_run(system, x, rt, s, accumulate="voltage_difference") for s in sims]
+    assert torch.equal(lr.extras["lr_reason"], torch.full((3,), 4, dtype=torch.int8))
+    assert torch.equal(_flat(lr), _flat(ref))
