@@ -59,6 +59,8 @@ CONTINUOUS_DFC_SS = [
     "simulation.max_step=0.5",
 ]
 REFERENCE = ["simulation.solver=euler_reference"]
+# the closed-form linear response, first order, every sample in closed form (no fallback)
+LINEAR_RESPONSE = ["simulation.solver=linear_response", "simulation.linear_response_tol=1.0"]
 # name -> (model file, extra config overrides)
 METHODS: dict[str, tuple[str, list[str]]] = {
     "bp": ("mnist_bp.toml", []),
@@ -69,8 +71,17 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "sleep": ("mnist_dfc.toml", []),
     "dfc_reference_scheme": ("mnist_dfc.toml", REFERENCE),
     "dfc_ss_reference_scheme": ("mnist_dfc_ss.toml", REFERENCE),
+    "dfc_linear_response": ("mnist_dfc.toml", LINEAR_RESPONSE),
+    "dfc_ss_linear_response": ("mnist_dfc_ss.toml", LINEAR_RESPONSE),
 }
-SIMULATED = ("dfc", "dfc_ss", "dfc_reference_scheme", "dfc_ss_reference_scheme")
+SIMULATED = (
+    "dfc",
+    "dfc_ss",
+    "dfc_reference_scheme",
+    "dfc_ss_reference_scheme",
+    "dfc_linear_response",
+    "dfc_ss_linear_response",
+)
 
 
 # ------------------------------------------------------------------------------- helpers
