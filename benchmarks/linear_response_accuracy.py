@@ -80,7 +80,9 @@ def measure(path: str, batch: int, rtol: float, disc: str) -> dict[str, float | 
         "deviation_over_voltage_median": float((dz[1].norm(dim=1) / size).median()),
         "estimate_median": float(est.median()),
         "estimate_max": float(est.max()),
-        "fallback_fraction_at_1e-6": float(((est > 1e-6) | unstable).double().mean()),
+        "fallback_fraction_at_1e-6": float(
+            ((est > 1e-6) | (lr.extras["lr_reason"] != 0)).double().mean()
+        ),
         "unstable_fraction": float(unstable.double().mean()),
         "seconds_closed_form": secs["lr"],
         "seconds_oracle": secs["ref"],
