@@ -19,6 +19,7 @@ import dataclasses
 import torch
 
 from neurodfc.components.controller import PIController
+from neurodfc.components.neurons import NeuronLayer
 from neurodfc.config import SimulationConfig
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.solution import (
@@ -81,12 +82,14 @@ class LinearResponse:
             )
             return sol
         loop = p.loop()
-        lin = _Linearised(loop, p.pi, p.tau_ratio, sim)
+        first = _Linearised(loop, p.pi, p.tau_ratio, sim)
+        y0 = steady_state(first)
+        lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(first, y0))
         mom = lin.moments()
-        est = error_estimate(lin)
+        est = error_estimate(lin, mom, y0)
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
-        reason[est > sim.linear_response_tol] = 1
-        reason[~lin.stable()] = 2
+        reason[~(est <= sim.linear_response_tol)] = 1
+        reason[~(first.stable() & lin.stable())] = 2
         finite = torch.isfinite(mom.final).all(1) & torch.isfinite(mom.gram).flatten(1).all(1)
         reason[~finite] = 3
         sol = _closed_form_solution(p, loop, lin, mom, reason == 0)
@@ -119,12 +122,20 @@ class _Linearised:
     ``reference_euler``: the augmented step matrix ``Aw`` (``w[t+1] = A_w w[t]``)."""
 
     def __init__(
-        self, loop: ClosedLoop, pi: PIController, tau: float, sim: SimulationConfig
+        self,
+        loop: ClosedLoop,
+        pi: PIController,
+        tau: float,
+        sim: SimulationConfig,
+        slopes: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> None:
         self.loop, self.pi, self.tau, self.sim = loop, pi, tau, sim
         self.discrete = sim.discretisation == "reference_euler"
         self.nL = loop.sizes[-1]
         self.D = [lay.phi_prime(v) for lay, v in zip(loop.layers, loop.v_ff, strict=True)]
+        self.D_rule = self.D
+        if slopes is not None:
+            self.D, self.D_rule = slopes
         self.P = span_matrices(loop.W, self.D, loop.Q)
         self.S = [basal_span(P, self.nL) for P in self.P]
         C = self.D[-1].unsqueeze(-1) * self.P[-1]
@@ -195,22 +206,34 @@ def curvature(lin: _Linearised) -> list[torch.Tensor]:
     return out
 
 
-def error_estimate(lin: _Linearised) -> torch.Tensor:
-    """Per-sample estimate [B] of the first-order solution's relative error: the size of the
-    first neglected term of ``phi(v^- + z) = phi(v^-) + phi'(v^-) z + phi''(v^-) z^2 / 2 + ...``
-    relative to the kept one, ``max_{i, a} |phi''/phi'|_{i,a} sup_t |z_{i,a}(t)|``, with the
-    supremum over ``ESTIMATE_POINTS`` uniform times and ``|z_{i,a}| <= |P_{i,a}| |x|``.
+def error_estimate(lin: _Linearised, mom: Moments, y0: torch.Tensor) -> torch.Tensor:
+    """Per-sample estimate [B] of the relative error of the secant-linearised solution.
+
+    The secant through ``0`` and the fixed point ``z_ss`` misses ``phi(v^- + z)`` by
+    ``phi''(xi) z (z - z_ss) / 2``: relative to the kept term, ``|phi''/phi'| |z - z_ss| / 2``.
+    The estimate is ``max_{i,a} |phi''/phi'|_{i,a} |P_{i,a}| (d_traj + d_ss)`` with
+    ``d_traj = max(rms_t |x(t) - x_ss|, |x(T) - x_ss|)`` (the transient, from the Gramian) and
+    ``d_ss = |x_ss - x_ss^(0)|`` (the move of the fixed point between the tangent and the
+    secant linearisation, which bounds the secant's own error).
 
     Args:
-        lin: the linearised loop.
+        lin: the secant-linearised loop.
+        mom: its moments.
+        y0: the fixed point of the tangent linearisation [B, m].
     """
-    n = lin.sim.n_steps - 1
-    y = lin.states(sorted({round(n * k / ESTIMATE_POINTS) for k in range(1, ESTIMATE_POINTS + 1)}))
-    x_sup = torch.linalg.vector_norm(y[..., : lin.Kn], dim=-1).amax(0)
-    est = torch.zeros_like(x_sup)
+    Kn = lin.Kn
+    x_ss = steady_state(lin)[:, :Kn]
+    count = float(lin.sim.n_steps if lin.discrete else lin.sim.horizon)
+    X1, G = mom.integral[:, :Kn], mom.gram[:, :Kn, :Kn]
+    tr = torch.diagonal(G, dim1=-2, dim2=-1).sum(-1) - 2 * (X1 * x_ss).sum(-1)
+    tr = tr + count * (x_ss * x_ss).sum(-1)
+    rms = (tr.clamp_min(0.0) / count).sqrt()
+    d_traj = torch.maximum(rms, torch.linalg.vector_norm(mom.final[:, :Kn] - x_ss, dim=-1))
+    dev = d_traj + torch.linalg.vector_norm(x_ss - y0[:, :Kn], dim=-1)
+    est = torch.zeros_like(dev)
     for kappa, P in zip(curvature(lin), lin.P, strict=True):
         rows = torch.linalg.vector_norm(P, dim=-1)
-        est = torch.maximum(est, (kappa * rows).amax(-1) * x_sup)
+        est = torch.maximum(est, (kappa * rows).amax(-1) * dev)
     return est
 
 
@@ -231,15 +254,16 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
     derivative matrix, 1 for the voltage difference) and ``r_{i-1} = r_{i-1}^- + D_{i-1} P_{i-1}
     x``, so ``int d_i r_{i-1}^T = D S (int x) r^-T + D S (int x x^T) P^T D``."""
     loop, Kn = lin.loop, lin.Kn
-    w = keep.to(mom.integral.dtype)
-    X1 = mom.integral[:, :Kn] * w[:, None]
-    G = mom.gram[:, :Kn, :Kn] * w[:, None, None]
+    keep3 = keep[:, None, None]
+    X1 = torch.where(keep[:, None], mom.integral[:, :Kn], 0.0)
+    G = torch.where(keep3, mom.gram[:, :Kn, :Kn], 0.0)
     W_acc, b_acc = [], []
     for i in range(loop.L):
-        scale = lin.D[i] if p.accumulate != "voltage_difference" else None
+        scale = lin.D_rule[i] if p.accumulate != "voltage_difference" else None
         d_int = (lin.S[i] @ X1.unsqueeze(-1)).squeeze(-1)
         if scale is not None:
             d_int = d_int * scale
+        d_int = torch.where(keep[:, None], d_int, 0.0)
         b_acc.append(d_int.sum(0))
         if i == 0:
             W_acc.append(d_int.T @ loop.x)
@@ -247,7 +271,8 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
         SG = lin.S[i] @ G
         if scale is not None:
             SG = SG * scale.unsqueeze(-1)
-        PD = lin.D[i - 1].unsqueeze(-1) * lin.P[i - 1]
+        SG = torch.where(keep3, SG, 0.0)
+        PD = torch.where(keep3, lin.D[i - 1].unsqueeze(-1) * lin.P[i - 1], 0.0)
         n_i, n_p = SG.shape[1], PD.shape[1]
         quad = SG.transpose(0, 1).reshape(n_i, -1) @ PD.transpose(0, 1).reshape(n_p, -1).T
         W_acc.append(d_int.T @ loop.r_ff[i - 1] + quad)
@@ -351,3 +376,48 @@ def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
         acc.b = [a + s * b for a, b in zip(acc.b, other.accumulator.b, strict=True)]
     sol.steps_run, sol.nfe = other.steps_run, other.nfe
     return sol
+
+
+def steady_state(lin: _Linearised) -> torch.Tensor:
+    """The fixed point ``y_ss`` [B, m] of the linearised loop (continuous: ``A y + f = 0``;
+    the scheme: ``y = A_w y``).
+
+    Args:
+        lin: the linearised loop.
+    """
+    A, f = lin.Aw[:, :-1, :-1], lin.Aw[:, :-1, -1]
+    if lin.discrete:
+        A = A - torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    y, info = torch.linalg.solve_ex(A, -f.unsqueeze(-1))
+    return torch.where((info == 0)[:, None], y.squeeze(-1), torch.nan)
+
+
+def secant_slopes(
+    lin: _Linearised, y_ss: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Secant slopes at the fixed point ``y_ss`` [B, m] of a linearised loop:
+    ``(phi(v^- + z) - phi(v^-)) / z`` per unit (propagation and presynaptic rates) and
+    ``(phi(v) - phi(v_b)) / (v - v_b)`` (the nonlinear-difference signal); ``phi'`` where the
+    deviation vanishes or the fixed point is not finite. With them the linear loop's fixed point
+    solves the nonlinear fixed-point equations up to the move of the fixed point.
+
+    Args:
+        lin: the (tangent) linearised loop.
+        y_ss: its fixed point.
+    """
+    loop = lin.loop
+    y_ss = torch.where(torch.isfinite(y_ss), y_ss, 0.0)
+    z = lin.deviations(y_ss)
+    v = [vf + zi for vf, zi in zip(loop.v_ff, z, strict=True)]
+    r = [lay.phi(vi) for lay, vi in zip(loop.layers, v, strict=True)]
+    vb = [loop.basal(i, r[i - 1] if i > 0 else loop.x) for i in range(loop.L)]
+
+    def secant(lay: NeuronLayer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d = b - a
+        tiny = d.abs() < 1e-12 * (1.0 + a.abs())
+        q = (lay.phi(b) - lay.phi(a)) / torch.where(tiny, 1.0, d)
+        return torch.where(tiny, lay.phi_prime(a), q)
+
+    prop = [secant(lay, vf, vi) for lay, vf, vi in zip(loop.layers, loop.v_ff, v, strict=True)]
+    rule = [secant(lay, b, vi) for lay, b, vi in zip(loop.layers, vb, v, strict=True)]
+    return prop, rule
