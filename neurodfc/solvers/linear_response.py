@@ -31,7 +31,7 @@ from neurodfc.core.solution import (
     classify,
     record_steps,
 )
-from neurodfc.solvers.base import Problem, Solver, get_solver
+from neurodfc.solvers.base import Problem
 from neurodfc.solvers.lr_closed_forms import (
     Moments,
     augmented,
@@ -45,6 +45,7 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
+from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 
 REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite", "output_too_wide")
 """``lr_reason`` codes: why a sample took its path."""
@@ -74,7 +75,7 @@ class LinearResponse:
         _check_supported(p)
         B = p.x.shape[0]
         if (p.net.depth + 1) * p.net.n_out > MAX_REDUCED_DIM:
-            sol = _fallback(p).solve(dataclasses.replace(p, sim=_fallback_sim(p)))
+            sol = fallback(p).solve(dataclasses.replace(p, sim=fallback_sim(p)))
             sol.extras.update(
                 lr_path=torch.ones(B, dtype=torch.int8, device=p.x.device),
                 lr_reason=torch.full((B,), 4, dtype=torch.int8, device=p.x.device),
@@ -95,7 +96,7 @@ class LinearResponse:
         sol = _closed_form_solution(p, loop, lin, mom, reason == 0)
         fb = reason != 0
         if bool(fb.any()):
-            sol = _merge_fallback(p, sol, fb)
+            sol = merge_fallback(p, sol, fb)
         sol.extras.update(lr_path=fb.to(torch.int8), lr_reason=reason, lr_estimate=est)
         return sol
 
@@ -329,52 +330,6 @@ def _closed_form_solution(
     )  # fmt: skip
     status[~torch.isfinite(mom.final).all(1)] = int(Status.NONFINITE)
     sol.status = status
-    return sol
-
-
-def _fallback_sim(p: Problem) -> SimulationConfig:
-    """The simulation settings of the fallback solver (``fallback_solver``, None: the
-    discretisation's integrator)."""
-    name = p.sim.fallback_solver
-    if name is None:
-        name = "euler_reference" if p.sim.discretisation == "reference_euler" else "etdrk4"
-    return p.sim.model_copy(update={"solver": name})
-
-
-def _fallback(p: Problem) -> Solver:
-    """The fallback solver object."""
-    return get_solver(_fallback_sim(p).solver)
-
-
-def _merge_fallback(p: Problem, sol: Solution, fb: torch.Tensor) -> Solution:
-    """``sol`` with the samples ``fb`` [B] replaced by the fallback solver's run of them."""
-    sub = dataclasses.replace(p, x=p.x[fb], r_target=p.r_target[fb], sim=_fallback_sim(p))
-    other = _fallback(p).solve(sub)
-    idx = fb.nonzero().squeeze(1)
-
-    def put(dst: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Tensor:
-        out = dst.clone()
-        out.index_copy_(dim, idx, src.to(dst.dtype))
-        return out
-
-    for field in ("v_final", "r_final", "v_basal_final"):
-        pairs = zip(getattr(sol, field), getattr(other, field), strict=True)
-        setattr(sol, field, [put(a, b, 0) for a, b in pairs])
-    sol.u_final = put(sol.u_final, other.u_final, 0)
-    sol.u_int_final = put(sol.u_int_final, other.u_int_final, 0)
-    sol.status = put(sol.status, other.status, 0)
-    if other.r_out.shape[0] == sol.r_out.shape[0]:
-        sol.r_out = put(sol.r_out, other.r_out, 1)
-        sol.u = put(sol.u, other.u, 1)
-        sol.e = put(sol.e, other.e, 1)
-        sol.v = [put(a, b, 1) for a, b in zip(sol.v, other.v, strict=True)]
-        sol.apical = [put(a, b, 1) for a, b in zip(sol.apical, other.apical, strict=True)]
-    if sol.accumulator is not None and other.accumulator is not None:
-        s = sol.accumulator.count / other.accumulator.count
-        acc = sol.accumulator
-        acc.W = [a + s * b for a, b in zip(acc.W, other.accumulator.W, strict=True)]
-        acc.b = [a + s * b for a, b in zip(acc.b, other.accumulator.b, strict=True)]
-    sol.steps_run, sol.nfe = other.steps_run, other.nfe
     return sol
 
 
