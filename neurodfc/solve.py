@@ -64,6 +64,8 @@ def simulate(
     neurons: list[NeuronLayer] | None = None,
     noise_source: NoiseSource | None = None,
     record_apical: bool = False,
+    error: str = "difference",
+    noise_tau: float | None = None,
 ) -> Solution:
     """Simulate the closed loop for inputs ``x`` [B, n_0] pushed towards ``r_target`` [B, n_L].
 
@@ -100,6 +102,11 @@ def simulate(
             ``generator``.
         record_apical: also record every layer's apical voltage ``v_i^fb(t)``
             (``Solution.apical``).
+        error: the controller's error, ``difference`` (``e = r_L* - r_L``, DFC) or
+            ``softmax`` (``e = r_L* - softmax(r_L)``, Strong-DFC's loss gradient; not on
+            ``etdrk4``).
+        noise_tau: Ornstein-Uhlenbeck apical noise with this time constant instead of white
+            noise (Strong-DFC; reference scheme).
 
     Returns:
         A :class:`Solution`; samples that diverge get a status, never an exception.
@@ -132,6 +139,8 @@ def simulate(
         noise=noise,
         noise_source=noise_source,
         generator=generator,
+        error=error,
+        noise_tau=noise_tau,
     )
     if sim.solver != "euler_reference":
         _check_noiseless(problem)

@@ -223,6 +223,7 @@ class ApicalNoise:
             tau_a: apical time constant (``dt`` when instantaneous).
             like: a tensor of the simulation's dtype and device.
         """
+        xi = xi.to(like.dtype)  # float32 normals: no product in float32
         if self.tau_noise is None:
             return xi * self.scales(sizes, dt, tau_a, like)
         a_n = dt / self.tau_noise

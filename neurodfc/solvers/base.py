@@ -43,6 +43,10 @@ class Problem:
     noise: tuple[float, float] = (0.0, 0.0)
     noise_source: NoiseSource | None = None
     generator: torch.Generator | None = None
+    error: str = "difference"
+    """``difference`` (``e = r* - r_L``) or ``softmax`` (``e = r* - softmax(r_L)``)."""
+    noise_tau: float | None = None
+    """Ornstein-Uhlenbeck apical noise of this time constant (None: white noise)."""
 
     @property
     def pi(self) -> PIController:
@@ -75,6 +79,7 @@ class Problem:
             self.tau_ratio,
             self.apical_tau,
             self.neurons,
+            self.error,
         )
 
 

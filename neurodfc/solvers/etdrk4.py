@@ -23,6 +23,8 @@ class ETDRK4:
         """Simulate ``problem`` (noiseless; the reference scheme's discretisation flags do not
         apply)."""
         p, sim = problem, problem.sim
+        if p.error != "difference":
+            raise ValueError(f"error = {p.error!r} needs a solver other than 'etdrk4'")
         if sim.inst_system_dynamics:
             raise ValueError("simulation.inst_system_dynamics needs solver = 'euler_reference'")
         loop = p.loop()

@@ -78,6 +78,8 @@ def _fused(p: Problem) -> RawRun:
         converged=converged,
         noise_source=p.noise_source,
         record_apical=p.record_apical,
+        error=p.error,
+        tau_noise=p.noise_tau,
     )
     acc = Accumulator(W=run.acc_W, b=run.acc_b, count=T) if p.accumulate is not None else None
     fb = Accumulator(W=run.acc_Q, b=[], count=T - 1) if p.accumulate_feedback else None
@@ -142,7 +144,7 @@ def _generic(p: Problem, loop: ClosedLoop) -> RawRun:
     scheme = EulerScheme(
         sim.dt, sim.inst_transmission, sim.proactive_controller, sim.inst_system_dynamics
     )
-    noise = ApicalNoise(*p.noise)
+    noise = ApicalNoise(*p.noise, p.noise_tau)
     B, N = p.x.shape[0], sum(loop.sizes)
     src: NoiseSource | None = None
     if noise.active:

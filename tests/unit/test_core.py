@@ -314,3 +314,24 @@ def test_strong_components_fused_equal_the_generic_step(
     assert _rel(torch.cat(fused.acc_Q), acc_Q) < 1e-12
     for i in range(3):
         assert _rel(fused.acc_W[i], acc_W[i]) < 1e-12
+
+
+def test_strong_components_through_simulate_fused_equal_generic() -> None:
+    """``simulate(error="softmax", noise_tau=...)``: Strong-DFC's components on the reference
+    scheme, fused path against the generic assembly (same recorded noise), 1e-12."""
+    system = make_system([4, 6, 5, 3], seed=4, sim={"dt": 0.005, "steps": 80, "record_every": 1})
+    x, y = random_batch(system, 6)
+    rt = torch.softmax(3.0 * y, dim=-1)
+    kw: dict[str, Any] = {
+        "error": "softmax", "noise_tau": 0.07, "noise": (0.05, 0.02), "k_p": 1.0,
+        "record_v": True, "record_apical": True, "accumulate": "voltage_difference",
+    }  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    rec = RecordingNoise(GaussianNoise((6, 14), x.dtype, x.device, gen, 79))
+    fused = simulate(system, x, rt, noise_source=rec, **kw)
+    layers = default_layers(["tanh", "tanh", "linear"])
+    generic = simulate(
+        system, x, rt, noise_source=ReplayNoise(rec.recorded()), neurons=layers, **kw
+    )
+    _same(fused, generic, 1e-12)
+    torch.testing.assert_close(fused.e, rt - torch.softmax(fused.r_out, -1), rtol=0, atol=1e-15)
