@@ -4,9 +4,10 @@ The closed loop linearised about the feedforward state is solved in closed form
 (:mod:`neurodfc.solvers.lr_closed_forms`): per sample an affine LTI system of dimension
 ``(L + 1) n_L`` in the lagged controls, whose final state, time integral and Gramian give the
 final voltages, the control and the forward rules' trajectory integrals without time stepping.
-First order in the output error: exact for linear networks; for a nonlinear ``phi`` the
-relative error is about ``|phi''/phi'| |z|``, which :func:`error_estimate` measures per
-sample. Samples whose estimate exceeds ``simulation.linear_response_tol``, whose linearised loop
+Exact for linear networks. For a nonlinear ``phi`` the loop is linearised with secant slopes
+through the fixed point of the tangent linearisation (:func:`secant_slopes`): the fixed point
+is then second order in the output error, the transient first order, and
+:func:`error_estimate` bounds the relative error per sample. Samples whose estimate exceeds ``simulation.linear_response_tol``, whose linearised loop
 is unstable or whose result is not finite are simulated by ``simulation.fallback_solver``;
 ``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
 :data:`REASONS`; ``lr_estimate``).
@@ -54,10 +55,6 @@ MAX_REDUCED_DIM = 512
 """Largest reduced dimension ``(L + 1) n_L`` solved in closed form; wider outputs (the
 autoencoder's 784) would need block exponentials larger than the network: the whole batch goes
 to the fallback solver (reason ``output_too_wide``)."""
-
-ESTIMATE_POINTS = 32
-"""Uniform time points (besides ``t = T``) at which the size of the deviations is sampled
-for the error estimate."""
 
 
 class LinearResponse:
