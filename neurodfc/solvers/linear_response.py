@@ -7,8 +7,9 @@ final voltages, the control and the forward rules' trajectory integrals without 
 Exact for linear networks. For a nonlinear ``phi`` the loop is linearised with secant slopes
 through the fixed point of the tangent linearisation (:func:`secant_slopes`): the fixed point
 is then second order in the output error, the transient first order, and
-:func:`error_estimate` bounds the relative error per sample. Samples whose estimate exceeds ``simulation.linear_response_tol``, whose linearised loop
-is unstable or whose result is not finite are simulated by ``simulation.fallback_solver``;
+:func:`error_estimate` bounds the relative error per sample. Samples whose estimate exceeds
+``simulation.linear_response_tol``, whose linearised loop is unstable or whose result is not
+finite are simulated by ``simulation.fallback_solver``;
 ``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
 :data:`REASONS`; ``lr_estimate``).
 """

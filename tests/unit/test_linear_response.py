@@ -172,7 +172,7 @@ def test_config_refuses_unimplemented_orders() -> None:
         config_from_dict({"simulation": {"solver": "linear_response", "order": 2}})
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 1000),
     k_p=st.floats(0.0, 2.0),
