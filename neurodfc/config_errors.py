@@ -187,7 +187,7 @@ def _locate(model: type[BaseModel], loc: Sequence[Any]) -> tuple[str, str | None
             return ".".join([*parts, str(part)]), None, keys
         info = cur.model_fields[part]
         parts.append(part)
-        ann = info.annotation
+        ann = _optional_model(info.annotation)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             cur = ann
             continue
@@ -199,6 +199,16 @@ def _locate(model: type[BaseModel], loc: Sequence[Any]) -> tuple[str, str | None
                 tp, meta = _item_type(tp, meta)
         return path, describe_type(tp, meta), []
     return ".".join(parts), "a table of settings", list(cur.model_fields) if cur else []
+
+
+def _optional_model(ann: Any) -> Any:
+    """The model class of an optional section (``X | None`` with ``X`` a model), else
+    ``ann``."""
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return args[0]
+    return ann
 
 
 def _problem(model: type[BaseModel], e: Any, marks: Sequence[str]) -> tuple[str, str]:

@@ -126,7 +126,7 @@ def evaluate(system: DFCSystem, split: Split, batch_size: int = 1000) -> dict[st
     with torch.no_grad():
         for start in range(0, n, batch_size):
             x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
-            out = system.network(x)
+            out = system.output(x)
             total += float(loss_value(out, y, lc.loss, "sum"))
             if lc.loss == "cross_entropy":
                 correct += int((out.argmax(1) == y).sum())

@@ -16,7 +16,7 @@ from neurodfc.components.controller import Controller, PIController
 from neurodfc.components.neurons import NeuronLayer
 from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
-from neurodfc.core.loop import ClosedLoop
+from neurodfc.core.loop import ClosedLoop, feedforward
 from neurodfc.network import DTYPES, DFCNetwork, jacobian  # jacobian: defined with the network
 
 
@@ -32,6 +32,27 @@ class DFCSystem(nn.Module):
         super().__init__()
         self.network = network
         self.cfg = cfg
+        # built once; a tuple, so that components that are modules stay out of the state dict
+        self._components = _build_components(cfg)
+
+    @property
+    def custom_controller(self) -> Controller | None:
+        """The controller of ``[components]`` (None: the PI controller of ``[controller]``),
+        to pass to :func:`neurodfc.solve.simulate` as ``controller=``."""
+        return self._components[0]
+
+    @property
+    def custom_neurons(self) -> list[NeuronLayer] | None:
+        """The neuron layers of ``[components]`` (None: the network's activations), to pass
+        to :func:`neurodfc.solve.simulate` as ``neurons=``."""
+        return self._components[1]
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The feedforward output ``r_L^-`` [B, n_L] for inputs ``x`` [B, n_0], through the
+        custom neuron layers where ``[components]`` sets them (else ``network(x)``)."""
+        if self.custom_neurons is None:
+            return self.network(x)
+        return feedforward(self.network, x, self.custom_neurons)[1][-1]
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> DFCSystem:
@@ -65,6 +86,19 @@ class DFCSystem(nn.Module):
         and labels or targets ``y`` (the loss, ``lam`` and reduction of ``cfg.loss``)."""
         lc = self.cfg.loss
         return output_target(r_out, y, lc.loss, lc.lam, lc.reduction)
+
+
+def _build_components(cfg: ExperimentConfig) -> tuple[Controller | None, list[NeuronLayer] | None]:
+    """``(controller, neurons)`` built by the factories of ``cfg.components`` (None where
+    left out); the config checked their shape at load time, the protocols are checked here."""
+    comps = cfg.components
+    ctrl = None if comps.controller is None else comps.controller.build(cfg)
+    layers = None if comps.neurons is None else list(comps.neurons.build(cfg))
+    if ctrl is not None and not isinstance(ctrl, Controller):
+        raise ValueError(f"components.controller built a {type(ctrl).__name__}, not a Controller")
+    if layers is not None and not all(isinstance(lay, NeuronLayer) for lay in layers):
+        raise ValueError("components.neurons must build NeuronLayer objects")
+    return ctrl, layers
 
 
 # --------------------------------------------------------------------------- linear algebra

@@ -23,6 +23,8 @@ Every name below is importable from ``neurodfc.config``; the modules hold, by co
   ``[feedback_learning]``;
 * :mod:`neurodfc.config.analysis`: ``[analysis]``;
 * :mod:`neurodfc.config.strong`: ``[strong]``;
+* :mod:`neurodfc.config.components`: ``[components]`` (user-defined controller and neurons
+  named by import path);
 * :mod:`neurodfc.config.experiment`: :class:`ExperimentConfig` and its cross-section rules;
 * :mod:`neurodfc.config.io`: :func:`load_config`, :func:`config_from_dict`, ``--set``
   parsing (:func:`parse_override`), :func:`to_toml`.
@@ -48,6 +50,7 @@ from neurodfc.config.base import (
     Solver,
     UnitFloat,
 )
+from neurodfc.config.components import ComponentsConfig, ComponentSpec
 from neurodfc.config.experiment import ExperimentConfig
 from neurodfc.config.io import config_from_dict, load_config, load_toml, parse_override, to_toml
 from neurodfc.config.learning import (
@@ -80,6 +83,8 @@ __all__ = [
     "AnalysisConfig",
     "AnalysisMetric",
     "ApicalConfig",
+    "ComponentSpec",
+    "ComponentsConfig",
     "Betas",
     "ConfigError",
     "ControllerConfig",

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from neurodfc.config.analysis import AnalysisConfig
 from neurodfc.config.base import FIXED_STEP_SOLVERS, Seed, _Section
+from neurodfc.config.components import ComponentsConfig, check_components
 from neurodfc.config.learning import (
     DataConfig,
     FeedbackLearningConfig,
@@ -47,6 +48,8 @@ class ExperimentConfig(_Section):
     feedback_learning: FeedbackLearningConfig = Field(default_factory=FeedbackLearningConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     strong: StrongConfig = Field(default_factory=StrongConfig)
+    components: ComponentsConfig = Field(default_factory=ComponentsConfig)
+    """User-defined controller / neuron layers (empty: the built-in ones)."""
     dtype: Literal["float32", "float64"] = "float64"
     """Floating-point precision of every tensor."""
     device: str = "cpu"
@@ -149,3 +152,37 @@ class ExperimentConfig(_Section):
                     f"{self.method.name!r} (forward Euler)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _check_components(self) -> ExperimentConfig:
+        """Custom components run only where the method simulates them: DFC and DFC-SS (the
+        other methods' analytic parts assume the PI controller and the network's neurons), on
+        a solver that integrates the loop; the sleep phase runs the PI controller of
+        ``[feedback_learning]``, so a custom controller refuses ``feedback.learned``."""
+        custom = self.components.custom
+        if not custom:
+            return self
+        names = " and ".join(f"components.{c}" for c in custom)
+        if self.method.name not in COMPONENT_METHODS:
+            raise ValueError(
+                f"{names} need method.name in {', '.join(COMPONENT_METHODS)} (which simulate "
+                f"the components); {self.method.name!r} assumes the PI controller and the "
+                "network's neurons: remove [components] or change the method"
+            )
+        if self.simulation.solver == "linear_response":
+            raise ValueError(
+                f"{names} need a simulating solver; simulation.solver = 'linear_response' "
+                "linearises the built-in loop: use euler_reference, etdrk4 or a torchdiffeq "
+                "solver"
+            )
+        if self.feedback.learned and self.components.controller is not None:
+            raise ValueError(
+                "components.controller with feedback.learned = true: the sleep phase runs the "
+                "PI controller of [feedback_learning]; set feedback.learned = false"
+            )
+        check_components(self)
+        return self
+
+
+COMPONENT_METHODS = ("dfc", "dfc_ss")
+"""The methods that run user components (``[components]``)."""

@@ -81,6 +81,7 @@ def config_from_dict(
     overrides: list[str] | tuple[str, ...] = (),
     source: str = "<dict>",
     model: type[ExperimentConfig] = ExperimentConfig,
+    config_dir: str | Path | None = None,
 ) -> ExperimentConfig:
     """Validate a nested dict (as read from TOML) with optional ``section.field=value``
     overrides; raises :class:`ConfigError` with one line naming every bad field, its value
@@ -91,6 +92,8 @@ def config_from_dict(
         overrides: ``section.field=value`` strings applied on top (see :func:`parse_override`).
         source: where the tree came from, for error messages.
         model: the config class (:class:`ExperimentConfig` or a subclass).
+        config_dir: the folder of the config file, where ``[components]`` factories are
+            looked up first (None: ``sys.path`` only, or their ``search_dir``).
 
     Examples:
         >>> cfg = config_from_dict({"network": {"sizes": [4, 3, 2]}}, ["controller.k_p=0.5"])
@@ -108,7 +111,8 @@ def config_from_dict(
         _set_path(tree, key, value)
         marks.append(key)
     try:
-        return model.model_validate(tree)
+        context = {"config_dir": None if config_dir is None else str(config_dir)}
+        return model.model_validate(tree, context=context)
     except ValidationError as err:
         problems = validation_problems(err, model, marks)
         raise ConfigError(one_line(source, problems), problems) from None
@@ -169,7 +173,8 @@ def load_config(
         overrides: ``section.field=value`` strings applied on top (the CLI's ``--set``).
         model: the config class (:class:`ExperimentConfig` or a subclass).
     """
-    return config_from_dict(load_toml(path), overrides, source=str(path), model=model)
+    tree = load_toml(path)
+    return config_from_dict(tree, overrides, str(path), model, config_dir=Path(path).parent)
 
 
 def to_toml(cfg: BaseModel) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from neurodfc.components.neurons import NeuronLayer
 from neurodfc.components.target import loss_value
+from neurodfc.core.teaching import teaching_signal
 from neurodfc.methods.base import Capabilities, Method, Update
 from neurodfc.methods.rules import bias_gradients, steady_state_gradients
 from neurodfc.solve import Solution, Status, simulate
@@ -22,6 +24,47 @@ def _cost_info(sol: Solution) -> dict[str, float]:
     if "acc_points" in sol.extras:
         info["acc_points"] = float(sol.extras["acc_points"])
     return info
+
+
+def _simulate_rule(
+    system: DFCSystem,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    generator: torch.Generator | None,
+) -> Solution:
+    """One simulation summing ``method.rule`` over the trajectory, with the system's
+    ``[components]`` (None: the built-in controller and neurons)."""
+    return simulate(
+        system,
+        x,
+        r_target,
+        record=False,
+        accumulate=system.cfg.method.rule,
+        generator=generator,
+        controller=system.custom_controller,
+        neurons=system.custom_neurons,
+    )
+
+
+def _layer_gradients(
+    system: DFCSystem,
+    layers: list[NeuronLayer],
+    dv: list[torch.Tensor],
+    r_prev: list[torch.Tensor],
+    v_ff: list[torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The forward rule at one state for user-defined neuron ``layers`` (the teaching
+    signal of :mod:`neurodfc.core.teaching` with each layer's ``phi``, ``phi'``)."""
+    net, rule = system.network, system.cfg.method.rule
+    batch = dv[0].shape[0]
+    gW, gb = [], []
+    for i, layer in enumerate(layers):
+        bias = net.b[i] if net.has_bias else None
+        v_basal = torch.nn.functional.linear(r_prev[i], net.W[i], bias)
+        d = teaching_signal(layer, v_basal, dv[i], rule, v_ff[i])
+        gW.append((-2.0 / batch) * d.T @ r_prev[i])
+        gb.append((-2.0 / batch) * d.sum(0))
+    return gW, bias_gradients(net, gb)
 
 
 def excluded_samples(status: torch.Tensor, include_non_converged: bool) -> torch.Tensor:
@@ -65,9 +108,17 @@ class DFCSS(Method):
         net, cfg = system.network, system.cfg
         lc = cfg.loss
         with torch.no_grad():
-            out = net(x)
+            out = system.output(x)
             r_target = system.target_of(out, y)
-            sol = simulate(system, x, r_target, record=False, generator=generator)
+            sol = simulate(
+                system,
+                x,
+                r_target,
+                record=False,
+                generator=generator,
+                controller=system.custom_controller,
+                neurons=system.custom_neurons,
+            )
             dv = [v - vb for v, vb in zip(sol.v_final, sol.v_basal_final, strict=True)]
             r_prev = [x, *sol.r_final[:-1]]
             drop = excluded_samples(sol.status, cfg.method.include_non_converged)
@@ -77,7 +128,11 @@ class DFCSS(Method):
                     torch.where(drop[:, None], rf, rp)
                     for rf, rp in zip([x, *sol.r_ff[:-1]], r_prev, strict=True)
                 ]
-            gW, gb = steady_state_gradients(net, dv, r_prev, cfg.method.rule, sol.v_ff)
+            layers = system.custom_neurons
+            if layers is None:
+                gW, gb = steady_state_gradients(net, dv, r_prev, cfg.method.rule, sol.v_ff)
+            else:
+                gW, gb = _layer_gradients(system, layers, dv, r_prev, sol.v_ff)
             loss = loss_value(out, y, lc.loss, lc.reduction)
         return Update(
             grad_W=gW,
@@ -116,12 +171,12 @@ class DFC(Method):
         """DFC gradients of ``system``'s weights for ``x`` [B, n_0], ``y``: the rule averaged
         over one simulation (its noise drawn from ``generator``); see :meth:`Method.update`."""
         net, cfg = system.network, system.cfg
-        lc, rule = cfg.loss, cfg.method.rule
+        lc = cfg.loss
         B = x.shape[0]
         with torch.no_grad():
-            out = net(x)
+            out = system.output(x)
             r_target = system.target_of(out, y)
-            sol = simulate(system, x, r_target, record=False, accumulate=rule, generator=generator)
+            sol = _simulate_rule(system, x, r_target, generator)
             drop = excluded_samples(sol.status, cfg.method.include_non_converged)
             acc = self._sums(sol)
             n_drop = int(drop.sum())
@@ -131,24 +186,10 @@ class DFC(Method):
                     keep = ~drop
                     acc = [torch.zeros_like(a) for a in acc]
                     if bool(keep.any()):
-                        sub = simulate(
-                            system,
-                            x[keep],
-                            r_target[keep],
-                            record=False,
-                            accumulate=rule,
-                            generator=generator,
-                        )
+                        sub = _simulate_rule(system, x[keep], r_target[keep], generator)
                         acc = self._sums(sub)
                 else:
-                    sub = simulate(
-                        system,
-                        x[drop],
-                        r_target[drop],
-                        record=False,
-                        accumulate=rule,
-                        generator=generator,
-                    )
+                    sub = _simulate_rule(system, x[drop], r_target[drop], generator)
                     acc = [a - s for a, s in zip(acc, self._sums(sub), strict=True)]
             assert sol.accumulator is not None
             L = net.depth

@@ -59,10 +59,9 @@ def feedback_gradients(
         ``grad Q_i`` per layer (the module docstring's formula; ``Q <- Q - lr grad``).
     """
     fl = fl or system.cfg.feedback_learning
-    net = system.network
     sigma_out = fl.sigma if fl.sigma_output is None else fl.sigma_output
     with torch.no_grad():
-        r_target = net(x)
+        r_target = system.output(x)
         sol = simulate(
             system,
             x,
@@ -76,6 +75,7 @@ def feedback_gradients(
             apical_tau=fl.apical_tau,
             accumulate_feedback=True,
             record=False,
+            neurons=system.custom_neurons,
         )
     acc = sol.feedback_accumulator
     assert acc is not None
