@@ -12,15 +12,17 @@ the vector field, integrates it with torchdiffeq, compares it with the paper's P
 term vanishes, so the PID settles on the PI controller's fixed point. Finally it runs the PID,
 together with a neuron layer of its own (softplus with its own time constant), through
 ``neurodfc.solve.simulate`` on three solvers (the reference Euler scheme, ETDRK4, dopri5) and
-compares their DFC updates.
+compares their DFC updates. Last, it trains with both through ``neurodfc train``: a TOML's
+``[components]`` section names this file's factories ``make_pid`` and ``softplus_layers``.
 
-    python docs/tutorials/06_pid_controller.py            # full mode (about 15 s)
+    python docs/tutorials/06_pid_controller.py            # full mode (a few minutes)
     python docs/tutorials/06_pid_controller.py --quick    # CI mode (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,91 @@ class Softplus:
             return torch.log1p(s * torch.expm1(z), out=out)
 
         return inc
+
+
+# ------------------------------------------------ factories named by a config's [components]
+def make_pid(cfg: ExperimentConfig, k_d: float, tau_d: float = 0.02) -> PIDController:
+    """The PID with the config's ``k_p`` and ``alpha`` and derivative gain ``k_d``
+    (``[components.controller]``: ``factory = "06_pid_controller:make_pid"``)."""
+    return PIDController(
+        k_p=cfg.controller.k_p, k_i=1.0, k_d=k_d, alpha=cfg.controller.alpha, tau_d=tau_d
+    )
+
+
+def softplus_layers(cfg: ExperimentConfig, tau: list[float]) -> list[NeuronLayer]:
+    """Softplus hidden layers with time constants ``tau`` (one per hidden layer) and the
+    config's output activation (``[components.neurons]``)."""
+    return [*(Softplus(t) for t in tau), RateNeurons(cfg.network.output_activation)]
+
+
+TRAIN_TOML = """
+name = "pid_softplus"
+[network]
+sizes = [15, 10, 10, 1]
+[controller]
+k_p = 2.0
+alpha = 0.0015
+tau_ratio = 0.2
+[feedback]
+init = "weight_product"
+[loss]
+loss = "mse"
+lam = 0.05
+reduction = "mean"
+[simulation]
+solver = "etdrk4"
+dt = 0.01
+t_max = {t_max}
+[data]
+dataset = "teacher_student"
+n_train = {n_train}
+n_val = 16
+n_test = 32
+[method]
+name = "dfc"
+include_non_converged = true
+[training]
+epochs = {epochs}
+batch_size = 16
+optimizer = "sgd"
+lr = 0.01
+
+[components.controller]
+search_dir = {folder}
+factory = "06_pid_controller:make_pid"
+kwargs = {{ k_d = 0.1 }}
+
+[components.neurons]
+search_dir = {folder}
+factory = "06_pid_controller:softplus_layers"
+kwargs = {{ tau = [0.1, 0.3] }}
+"""
+
+
+def train_with_components(out: Path, quick: bool) -> None:
+    """Train the softplus network with the PID through the CLI entry point on three solvers
+    (``--set simulation.solver=...``) and print each run's test loss before and after."""
+    from neurodfc.cli import main as cli
+    from neurodfc.training import load_run
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "pid_softplus.toml"
+    here = json.dumps(str(Path(__file__).resolve().parent))
+    n_train, epochs, t_max = (16, 1, 4.0) if quick else (128, 2, 8.0)
+    text = TRAIN_TOML.format(folder=here, n_train=n_train, epochs=epochs, t_max=t_max)
+    cfg_path.write_text(text)
+    W: dict[str, torch.Tensor] = {}
+    for solver in ("euler_reference", "etdrk4", "dopri5"):
+        run = out / f"run_{solver}"
+        args = ["train", str(cfg_path), "--out", str(run), "--quiet", "--set"]
+        assert cli([*args, f'simulation.solver="{solver}"']) == 0, f"failed on {solver}"
+        res = load_run(run)
+        W[solver] = torch.cat([w.detach().flatten() for w in res.system.network.W])
+        loss = ", ".join(f"{v:.4f}" for v in res.metrics["test_loss"].values)
+        print(f"neurodfc train, PID + softplus, {solver:15s}: test loss per epoch {loss}")
+    for solver in ("euler_reference", "etdrk4"):
+        rel = float((W[solver] - W["dopri5"]).norm() / W["dopri5"].norm())
+        print(f"trained weights, {solver:15s} vs dopri5: |W - W_dopri5| / |W_dopri5| = {rel:.1e}")
 
 
 def simulate_with(
@@ -268,7 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     # ------------------------------------------------------------------ 3. any solver
     any_solver(system, x, y, PIDController(k_p=2.0, k_i=1.0, k_d=gains[-1], alpha=alpha))
 
-    # ------------------------------------------------------------------ 4. figure
+    # ------------------------------------------------------------------ 4. training
+    if args.quick:
+        train_with_components(args.out / "train", quick=True)
+    else:  # the run folders are not kept
+        with tempfile.TemporaryDirectory(prefix="neurodfc_pid_") as tmp:
+            train_with_components(Path(tmp), quick=False)
+
+    # ------------------------------------------------------------------ 5. figure
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     j = 0  # one sample
     for k, (k_d, run) in enumerate(runs.items()):

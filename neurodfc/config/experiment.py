@@ -157,7 +157,8 @@ class ExperimentConfig(_Section):
     def _check_components(self) -> ExperimentConfig:
         """Custom components run only where the method simulates them: DFC and DFC-SS (the
         other methods' analytic parts assume the PI controller and the network's neurons), on
-        a solver that integrates the loop; the sleep phase runs the PI controller of
+        a solver that integrates the loop, without the training-time analyses (which
+        linearise the built-in loop); the sleep phase runs the PI controller of
         ``[feedback_learning]``, so a custom controller refuses ``feedback.learned``."""
         custom = self.components.custom
         if not custom:
@@ -174,6 +175,12 @@ class ExperimentConfig(_Section):
                 f"{names} need a simulating solver; simulation.solver = 'linear_response' "
                 "linearises the built-in loop: use euler_reference, etdrk4 or a torchdiffeq "
                 "solver"
+            )
+        if self.analysis.log_interval > 0:
+            raise ValueError(
+                f"analysis.log_interval = {self.analysis.log_interval} with {names}: the "
+                "analyses (BP/GN/MN angles, Condition 2, stability) linearise the built-in PI "
+                "loop and activations; set analysis.log_interval = 0"
             )
         if self.feedback.learned and self.components.controller is not None:
             raise ValueError(

@@ -245,6 +245,7 @@ def test_bad_factory_is_one_line_and_writes_nothing(
         ('method.name="mn"', "need method.name in dfc, dfc_ss"),
         ("feedback.learned=true", "the sleep phase runs the PI controller"),
         ('simulation.solver="linear_response"', "need a simulating solver"),
+        ("analysis.log_interval=1", "set analysis.log_interval = 0"),
     ],
 )
 def test_methods_without_support_refuse_components(
