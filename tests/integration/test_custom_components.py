@@ -18,6 +18,7 @@ from neurodfc.cli import main
 from neurodfc.config import ConfigError, load_config
 from neurodfc.data import teacher_student
 from neurodfc.methods import get_method
+from neurodfc.methods.feedback_learning import feedback_gradients
 from neurodfc.runs.checkpoint import read_checkpoint
 from neurodfc.system import DFCSystem
 from neurodfc.training import CHECKPOINT
@@ -197,12 +198,17 @@ def test_etdrk4_and_dopri5_updates_agree(tmp_path: Path) -> None:
     assert float((builtin - etd).norm() / etd.norm()) > 1e-3
 
 
-@pytest.mark.parametrize("solver", ["euler_reference", "etdrk4", "dopri5"])
-def test_builtin_components_reproduce_the_plain_run(tmp_path: Path, solver: str) -> None:
+@pytest.mark.parametrize(
+    ("solver", "method"),
+    [("euler_reference", "dfc"), ("etdrk4", "dfc"), ("dopri5", "dfc"), ("etdrk4", "dfc_ss")],
+)
+def test_builtin_components_reproduce_the_plain_run(
+    tmp_path: Path, solver: str, method: str
+) -> None:
     """Factories returning the built-in PI controller and rate neurons train the same weights
     as a config without ``[components]`` (the built-in path is the oracle)."""
-    with_parts = _train(_write(tmp_path / "a", BUILTIN, solver), tmp_path / "run_a")
-    plain = _train(_write(tmp_path / "b", "", solver), tmp_path / "run_b")
+    with_parts = _train(_write(tmp_path / "a", BUILTIN, solver, method), tmp_path / "run_a")
+    plain = _train(_write(tmp_path / "b", "", solver, method), tmp_path / "run_b")
     assert with_parts.keys() == plain.keys()
     for k in plain:
         torch.testing.assert_close(with_parts[k], plain[k], rtol=1e-12, atol=1e-14)
@@ -267,3 +273,19 @@ def test_sleep_phase_runs_custom_neurons(tmp_path: Path) -> None:
     cfg = _write(tmp_path, SOFTPLUS_PART + learned)
     state = _train(cfg, tmp_path / "run")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_sleep_phase_with_builtin_neurons_equals_the_plain_sleep_phase(tmp_path: Path) -> None:
+    """The sleep phase's feedback gradient with the built-in neurons given as components equals
+    the one without ``[components]`` (same noise seed; the built-in path is the oracle)."""
+    neurons = '[components.neurons]\nfactory = "my_parts:builtin_layers"\n'
+    grads = []
+    for parts in (neurons, ""):
+        cfg = load_config(_write(tmp_path / str(len(parts)), parts), ["noise.sigma=0.0"])
+        system = DFCSystem.from_config(cfg)
+        x = teacher_student(n_in=6, n_out=3, n_train=8, n_val=0, n_test=0, seed=1).train.x
+        gen = torch.Generator().manual_seed(5)
+        grads.append(feedback_gradients(system, x, generator=gen))
+    for a, b in zip(*grads, strict=True):
+        assert float(a.abs().max()) > 0
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
