@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import torch
 
 from neurodfc.components.controller import PIController
+from neurodfc.core.etdrk4 import ErrorNorm, ETDRK4Step, Quadrature
+from neurodfc.core.freeze import Freezer, freeze_limit
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.split import SplitField, phi_scalar
 from neurodfc.core.stepping import hermite, next_step
-from neurodfc.core.sums import ChunkedSums
 from neurodfc.core.teaching import FORWARD_RULES, check_rule
 from neurodfc.network import DFCNetwork
 
@@ -88,6 +89,171 @@ class ContinuousRun:
     acc_b: list[torch.Tensor] = field(default_factory=list)
 
 
+class Recorder:
+    """The outputs at the requested times, filled by the dense output of each accepted step
+    (cubic Hermite interpolation, third order).
+
+    Args:
+        F: the closed loop in deviation form.
+        times: the recording times (sorted here).
+        record_v: also record every layer's voltage.
+        record_apical: also record every layer's apical voltage.
+    """
+
+    def __init__(
+        self, F: SplitField, times: list[float], record_v: bool, record_apical: bool
+    ) -> None:
+        self.F = F
+        self.t = sorted(times)
+        self.n, self.k = len(self.t), 0
+        like, B = F.r_target, F.r_target.shape[0]
+
+        def buf(*shape: int) -> torch.Tensor:
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+        self.buf = buf
+        self.r = buf(self.n, B, F.nL)
+        self.u = buf(self.n, B, F.nL)
+        self.v = [buf(self.n, B, n) for n in F.sizes] if record_v else []
+        self.a = [buf(self.n, B, n) for n in F.sizes] if record_apical else []
+
+    def record(self, y: torch.Tensor) -> None:
+        """Record the state ``y`` at the next requested time.
+
+        Args:
+            y: the state there.
+        """
+        F, k = self.F, self.k
+        rr = [self.buf(y.shape[0], n) for n in F.sizes]
+        F.rates(y, rr)
+        self.r[k] = rr[-1]
+        self.u[k] = F.control(y, F.dr[-1])[0]
+        for i, zz in enumerate(F.voltages(y) if self.v else []):
+            torch.add(F.v_ff[i], zz, out=self.v[i][k])
+        if self.a:
+            ap = F.apical_voltages(y)
+            for i in range(F.L):
+                self.a[i][k] = ap[i] if ap is not None else self.u[k] @ F.loop.Q[i].T
+        self.k += 1
+
+    def step(self, t: float, h: float, step: ETDRK4Step) -> None:
+        """Record the requested times within the accepted step ``[t, t + h]``.
+
+        Args:
+            t: the step's start.
+            h: the step.
+            step: the step, before :meth:`ETDRK4Step.advance` (``y``, ``Nu``, ``y_new``, ``Nn``).
+        """
+        D, y, y_new = self.F.D, step.y, step.y_new
+        while self.k < self.n and self.t[self.k] <= t + h + 1e-12:
+            th = min(max((self.t[self.k] - t) / h, 0.0), 1.0)
+            self.record(hermite(y, step.Nu + D * y, y_new, step.Nn + D * y_new, h, th))
+
+    def finish(self, y: torch.Tensor) -> None:
+        """Stopped at the step limit: the later times hold the last state ``y``.
+
+        Args:
+            y: the last state.
+        """
+        while self.k < self.n:
+            self.record(y)
+
+
+@dataclass
+class _Control:
+    """Step-size control and stopping of one run (see :func:`integrate`)."""
+
+    t_max: float
+    first_step: float
+    max_steps: int
+    max_step: float | Callable[[float], float]
+    trace: list[tuple[float, float, float]] | None
+    freeze_check: bool
+    alpha: float
+    paper_leak: bool
+
+
+def _advance(
+    step: ETDRK4Step, norm: ErrorNorm, rec: Recorder, freeze: Freezer, c: _Control
+) -> tuple[int, int, bool]:
+    """The accept/reject loop from 0 to ``t_max``; returns ``(steps, rejected,
+    limit_reached)``."""
+    F, quad = step.F, step.quad
+    t = 0.0
+    h = min(c.first_step, c.t_max)
+    steps = rejected = 0
+    while t < c.t_max * (1 - 1e-12):
+        if steps + rejected >= c.max_steps:
+            return steps, rejected, True
+        h = min(h, c.max_step(t) if callable(c.max_step) else c.max_step)
+        if t + h >= c.t_max * (1 - 1e-12):
+            h = c.t_max - t
+        start = step.attempt(h, freeze.dead_or_none())
+        en = norm.ratio(step, freeze)
+        if not math.isfinite(en):
+            en = 1e10
+        if c.trace is not None:
+            c.trace.append((t, h, en))
+        if en <= 1.0:
+            step.evaluate_new()
+            if c.freeze_check:
+                # |r_L - (r_L* - alpha u)| / |r_L^-| (the divergence criterion) per sample
+                u_leak = step.y_new[:, F.S - F.nL :] if c.paper_leak else F.u
+                freeze.divergence(F.e, u_leak, c.alpha)
+            rec.step(t, h, step)
+            t += h
+            step.advance()
+            norm.accept()
+            steps += 1
+        else:
+            rejected += 1
+            quad.fill = start
+        h = next_step(h, en)
+    return steps, rejected, False
+
+
+def _result(
+    step: ETDRK4Step, rec: Recorder, freeze: Freezer, t_max: float, counts: tuple[int, int, bool]
+) -> ContinuousRun:
+    """The :class:`ContinuousRun` at the end of the loop."""
+    F, quad, y = step.F, step.quad, step.y
+    x = F.loop.x
+    acc_W: list[torch.Tensor] = []
+    acc_b: list[torch.Tensor] = []
+    if quad.on:
+        quad.flush(freeze.dead_or_none())  # the frozen samples' sums are dropped
+        acc_W, acc_b = quad.sums.totals(x)
+    r_fin = [torch.empty_like(v) for v in F.v_ff]
+    F.rates(y, r_fin)
+    vb_fin = [F.v_ff[0].clone()]
+    for i in range(1, F.L):
+        vb_fin.append(torch.addmm(F.v_ff[i], F.dr[i - 1], F.W[i].t()))
+    u, u_int = F.control(y, F.dr[-1])
+    steps, rejected, limit_reached = counts
+    return ContinuousRun(
+        v=[F.v_ff[i] + zz for i, zz in enumerate(F.voltages(y))],
+        r=r_fin,
+        vb=vb_fin,
+        u=u,
+        u_int=u_int.clone(),
+        t_max=t_max,
+        nfe=F.nfe,
+        steps=steps,
+        rejected=rejected,
+        acc_points=quad.points,
+        t_rec=rec.t,
+        r_rec=rec.r,
+        u_rec=rec.u,
+        v_rec=rec.v,
+        a_rec=rec.a,
+        acc_W=acc_W,
+        acc_b=acc_b,
+        dead=freeze.dead_or_none(),
+        overflowed=freeze.overflowed_or_none(),
+        limit_reached=limit_reached,
+    )
+
+
 @torch.no_grad()
 def integrate(
     net: DFCNetwork,
@@ -118,12 +284,6 @@ def integrate(
     """Integrate the closed loop (and, with ``accumulate``, the rule's time integral) from the
     feedforward state to ``t_max`` with adaptive ETDRK4 (see the module docstring).
 
-    ``rtol``/``atol`` bound the estimated local error of each step relative to the deviation
-    from the feedforward state (``max`` over the blocks of ``|err| / (atol + rtol |z|)``);
-    ``max_step`` caps the step (a number or a function of t); ``trace`` collects
-    ``(t, h, error ratio)`` of every attempted step. ``record_times`` (increasing, within
-    [0, t_max]) are filled by cubic Hermite interpolation between steps (third order).
-
     Args:
         net: the network (weights ``W``, ``b``, feedback ``Q``).
         x: inputs ``r_0`` [B, n_0].
@@ -134,11 +294,13 @@ def integrate(
         tau_ratio: ``tau_v / tau_u``.
         leak: leak convention (``reference`` or ``paper``).
         apical_tau: apical time constant (None: instantaneous).
-        rtol: relative tolerance (of the deviation from the feedforward state).
+        rtol: relative tolerance of the estimated local error, relative to the deviation from
+            the feedforward state (:class:`~neurodfc.core.etdrk4.ErrorNorm`).
         atol: absolute tolerance.
         first_step: initial step size.
         accumulate: forward rule whose signal is integrated (None: no integrals).
-        record_times: times whose ``r_L``, ``u`` (and ``v``) are recorded.
+        record_times: times within [0, t_max] whose ``r_L``, ``u`` (and ``v``) are recorded
+            (cubic Hermite interpolation between steps, third order).
         record_v: also record every layer's voltage.
         chunk: steps per accumulation product.
         max_steps: accepted + rejected steps allowed; then the run stops where it is
@@ -164,250 +326,19 @@ def integrate(
         pi = PIController(k_p=k_p, alpha=alpha, leak=leak)
         split = SplitField(ClosedLoop(net, x, r_target, pi, tau_ratio, apical_tau))
     F = split
-    L, sizes, S, N = F.L, F.sizes, F.S, F.N
-    B = x.shape[0]
-    dtype, device = x.dtype, x.device
-    taus = F.taus
-
-    def buf(*shape: int) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device=device)
-
-    acc = accumulate is not None
-    per_step = 4  # quadrature points per step: y_n, a, b, c (classical RK4 weights)
-    cap = max(chunk, 1) * per_step if acc else 1
-    # rates and weighted rule signals at the quadrature points (the shared accumulator)
-    sums = ChunkedSums(sizes, B, cap, acc, x)
-    slot_r, slot_d = sums.rates, sums.signals
-    tmp = [buf(B, n) for n in sizes]
-    P_r, P_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]  # at y_n (FSAL)
-    Pn_r, Pn_d = [buf(B, n) for n in sizes], [buf(B, n) for n in sizes]
-    dprime_ff: list[torch.Tensor] = []
-    if accumulate == "derivative_matrix":
-        dprime_ff = [lay.phi_prime(F.v_ff[i]) for i, lay in enumerate(F.loop.layers)]
-    fill = 0
-    acc_points = 0
-    # samples whose state became non-finite (a diverging sample must not stall the batch)
-    dead = torch.zeros(B, dtype=torch.bool, device=device)
-    overflowed = torch.zeros(B, dtype=torch.bool, device=device)
-    any_dead = False
-    # freeze limit per sample: the ratio must pass freeze_ratio AND grow freeze_growth-fold
-    # over its initial value |e(0)| / |r_L^-| (a far target alone starts with a large ratio)
-    r_ff_norm = torch.linalg.vector_norm(F.r_ff[-1], dim=1)
-    ratio0 = torch.linalg.vector_norm(F.delta, dim=1) / r_ff_norm
-    freeze_at = torch.clamp(freeze_growth * ratio0, min=freeze_ratio) * r_ff_norm
-
-    def flush() -> None:
-        nonlocal fill
-        # the frozen samples' sums are dropped (the methods exclude such samples)
-        sums.flush(0, fill, dead if any_dead else None)
-        fill = 0
-
-    def signal(y: torch.Tensor, out: list[torch.Tensor]) -> None:
-        """The rule's signal d_i at the state just evaluated (rate deviations F.dr, basal
-        deviations F.vbs): ``phi(v_i) - phi(v_i^b) = dr_i - (phi(v^ff + z^b) - phi(v^ff))``,
-        or ``z_i - z_i^b`` (times ``phi'(v_i^ff)``)."""
-        z = F.voltages(y)
-        for i in range(L):
-            if accumulate == "nonlinear_difference":
-                if i == 0:  # the basal input of layer 1 is the feedforward one
-                    out[0].copy_(F.dr[0])
-                    continue
-                torch.mul(F.vbs[i], taus[i], out=tmp[i])
-                F.inc[i](tmp[i], out[i], F.work[i])
-                torch.sub(F.dr[i], out[i], out=out[i])
-            else:
-                torch.sub(z[i], F.vbs[i], alpha=taus[i], out=out[i])
-                if dprime_ff:
-                    out[i].mul_(dprime_ff[i])
-
-    def eval_point(y: torch.Tensor, out_K: torch.Tensor, weight: float) -> None:
-        """N(y) into out_K; with accumulation, the weighted signal into the next chunk slot."""
-        nonlocal fill
-        if not acc:
-            F.nonlinear(y, None, out_K)
-            return
-        rates = [slot_r[k][fill] for k in range(L)]
-        F.nonlinear(y, rates, out_K)
-        outs = [slot_d[k][fill] for k in range(L)]
-        signal(y, outs)
-        for o in outs:
-            o.mul_(weight)
-        fill += 1
-
-    y = F.initial_state()
-    Nu, Na, Nb, Nc, Nn = (buf(B, S) for _ in range(5))  # N at y_n, a, b, c, y_n+1
-    ya, yb, yc, y_new, y2 = (buf(B, S) for _ in range(5))
-    F.nonlinear(y, P_r, Nu)
-    if acc:
-        signal(y, P_d)
-    # error-norm blocks: each layer's voltages, each layer's apical voltages, controller states
-    bounds = [(F.offs[i], F.offs[i + 1]) for i in range(L)]
-    if F.apical:
-        bounds += [(N + F.offs[i], N + F.offs[i + 1]) for i in range(L)]
-    c0 = S - F.n_ctrl * F.nL  # each controller state entry (PI: u_int)
-    bounds += [(c0 + k * F.nL, c0 + (k + 1) * F.nL) for k in range(F.n_ctrl)]
-    block_of = torch.empty(S, dtype=torch.long, device=device)
-    for k, (lo, hi) in enumerate(bounds):
-        block_of[lo:hi] = k
-    n_blocks = len(bounds)
-
-    def block_norms(z: torch.Tensor) -> torch.Tensor:
-        col = torch.linalg.vector_norm(z, dim=0)
-        sq = torch.zeros(n_blocks, dtype=dtype, device=device)
-        return sq.index_add_(0, block_of, col.square_()).sqrt_()
-
-    z_n = torch.zeros(n_blocks, dtype=dtype, device=device)
-
-    def step_error(
-        y: torch.Tensor, y_new: torch.Tensor, y2: torch.Tensor
-    ) -> tuple[torch.Tensor, float]:
-        """Block norms of the deviation ``y_new`` and the step's error ratio (<= 1: accept);
-        the frozen samples' rows are held at ``y`` and kept out of the error estimate ``y2``."""
-        if any_dead:
-            y_new[dead] = y[dead]
-            y2[dead] = 0.0
-        z_new = block_norms(y_new)
-        ratio = block_norms(y2) / (atol + rtol * torch.maximum(z_n, z_new))
-        return z_new, float(ratio.max())
-
-    rec_t = sorted(record_times or [])
-    n_rec = len(rec_t)
-    r_rec = buf(n_rec, B, sizes[-1])
-    u_rec = buf(n_rec, B, sizes[-1])
-    v_rec = [buf(n_rec, B, n) for n in sizes] if record_v else []
-    a_rec = [buf(n_rec, B, n) for n in sizes] if record_apical else []
-    k_rec = 0
-
-    def record_state(yy: torch.Tensor) -> None:
-        nonlocal k_rec
-        rr = [buf(B, n) for n in sizes]
-        F.rates(yy, rr)
-        r_rec[k_rec] = rr[-1]
-        u_rec[k_rec] = F.control(yy, F.dr[-1])[0]
-        for i, zz in enumerate(F.voltages(yy) if record_v else []):
-            torch.add(F.v_ff[i], zz, out=v_rec[i][k_rec])
-        if record_apical:
-            ap = F.apical_voltages(yy)
-            u_k = u_rec[k_rec]
-            for i in range(L):
-                a_rec[i][k_rec] = ap[i] if ap is not None else u_k @ F.loop.Q[i].T
-        k_rec += 1
-
-    D = F.D
-    t = 0.0
-    h = min(first_step, t_max)
-    steps = rejected = 0
-    limit_reached = False
-    while t < t_max * (1 - 1e-12):
-        if steps + rejected >= max_steps:
-            limit_reached = True
-            break
-        h = min(h, max_step(t) if callable(max_step) else max_step)
-        if t + h >= t_max * (1 - 1e-12):
-            h = t_max - t
-        co = F.coefficients(h)
-        start = fill
-        if acc:
-            if fill + per_step > cap:
-                flush()
-                start = 0
-            for i in range(L):
-                slot_r[i][fill].copy_(P_r[i])
-                torch.mul(P_d[i], h / 6, out=slot_d[i][fill])
-            fill += 1
-        # a = E2 y + q1 Nu ; b = E2 y + q1 Na ; c = E2 a + q1 (2 Nb - Nu)
-        torch.mul(y, co["E2"], out=ya)
-        torch.mul(y, co["E2"], out=yb)
-        ya.addcmul_(Nu, co["q1"])
-        eval_point(ya, Na, h / 3)
-        yb.addcmul_(Na, co["q1"])
-        eval_point(yb, Nb, h / 3)
-        torch.mul(ya, co["E2"], out=yc)
-        torch.sub(Nb, Nu, alpha=0.5, out=Nc)  # Nc as scratch: Nb - Nu/2
-        yc.addcmul_(Nc, co["q1"], value=2.0)
-        eval_point(yc, Nc, h / 6)
-        # y_new = E y + f1 Nu + f2 (Na + Nb) + f3 Nc ; y2 = E y + h p1 Nu + h p2 (Nc - Nu)
-        torch.mul(y, co["E"], out=y_new)
-        y_new.addcmul_(Nu, co["f1"])
-        torch.add(Na, Nb, out=ya)
-        y_new.addcmul_(ya, co["f2"])
-        y_new.addcmul_(Nc, co["f3"])
-        torch.mul(Nu, co["g1"], out=y2)  # error estimate: ETD2RK - ETDRK4
-        y2.addcmul_(ya, co["g2"])
-        y2.addcmul_(Nc, co["g3"])
-        z_new, en = step_error(y, y_new, y2)
-        if not math.isfinite(en):
-            # samples that overflowed: freeze them at their last (finite) state and go on
-            # with the others (rows are independent), instead of shrinking h forever
-            bad = ~(torch.isfinite(y_new).all(1) & torch.isfinite(y2).all(1)) & ~dead
-            if bool(bad.any()):
-                dead |= bad
-                overflowed |= bad
-                any_dead = True
-                z_new, en = step_error(y, y_new, y2)
-        if not math.isfinite(en):
-            en = 1e10
-        if trace is not None:
-            trace.append((t, h, en))
-        if en <= 1.0:
-            F.nonlinear(y_new, Pn_r, Nn)
-            if acc:
-                signal(y_new, Pn_d)
-            if math.isfinite(freeze_ratio):
-                # |r_L - (r_L* - alpha u)| / |r_L^-| (the divergence criterion) per sample
-                u_leak = y_new[:, S - F.nL :] if leak == "paper" else F.u
-                far = torch.linalg.vector_norm(F.e - alpha * u_leak, dim=1) > freeze_at
-                far &= ~dead
-                if bool(far.any()):
-                    dead |= far
-                    any_dead = True
-            while k_rec < n_rec and rec_t[k_rec] <= t + h + 1e-12:
-                th = min(max((rec_t[k_rec] - t) / h, 0.0), 1.0)
-                record_state(hermite(y, Nu + D * y, y_new, Nn + D * y_new, h, th))
-            t += h
-            y, y_new = y_new, y
-            Nu, Nn = Nn, Nu
-            P_r, Pn_r = Pn_r, P_r
-            P_d, Pn_d = Pn_d, P_d
-            z_n = z_new
-            acc_points += per_step if acc else 0
-            steps += 1
-        else:
-            rejected += 1
-            fill = start
-        h = next_step(h, en)
-    while k_rec < n_rec:  # stopped at the step limit: the later times hold the last state
-        record_state(y)
-    acc_W: list[torch.Tensor] = []
-    acc_b: list[torch.Tensor] = []
-    if acc:
-        flush()
-        acc_W, acc_b = sums.totals(x)
-    r_fin = [buf(B, n) for n in sizes]
-    F.rates(y, r_fin)
-    vb_fin = [F.v_ff[0].clone()]
-    for i in range(1, L):
-        vb_fin.append(torch.addmm(F.v_ff[i], F.dr[i - 1], F.W[i].t()))
-    u, u_int = F.control(y, F.dr[-1])
-    return ContinuousRun(
-        v=[F.v_ff[i] + zz for i, zz in enumerate(F.voltages(y))],
-        r=r_fin,
-        vb=vb_fin,
-        u=u,
-        u_int=u_int.clone(),
-        t_max=t_max,
-        nfe=F.nfe,
-        steps=steps,
-        rejected=rejected,
-        acc_points=acc_points,
-        t_rec=rec_t,
-        r_rec=r_rec,
-        u_rec=u_rec,
-        v_rec=v_rec,
-        a_rec=a_rec,
-        acc_W=acc_W,
-        acc_b=acc_b,
-        dead=dead if any_dead else None,
-        overflowed=overflowed if bool(overflowed.any()) else None,
-        limit_reached=limit_reached,
+    freeze = Freezer(freeze_limit(F.r_ff[-1], F.delta, freeze_ratio, freeze_growth))
+    step = ETDRK4Step(F, Quadrature(F, accumulate, chunk, x))
+    rec = Recorder(F, record_times or [], record_v, record_apical)
+    c = _Control(
+        t_max,
+        first_step,
+        max_steps,
+        max_step,
+        trace,
+        math.isfinite(freeze_ratio),
+        alpha,
+        leak == "paper",
     )
+    counts = _advance(step, ErrorNorm(F, rtol, atol), rec, freeze, c)
+    rec.finish(step.y)
+    return _result(step, rec, freeze, t_max, counts)

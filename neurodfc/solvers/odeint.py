@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from neurodfc.core.freeze import Freezer, freeze_limit
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.solution import FREEZE_FACTOR, Accumulator, RawRun, Solution, build_solution
 from neurodfc.core.solution import record_steps as rec_steps_of
@@ -35,12 +36,8 @@ class _Field(torch.nn.Module):
         super().__init__()
         self.loop, self.rule = loop, rule
         self.n_dyn = len(loop.initial_state())
-        self.freeze_at = freeze_at
+        self.freeze = Freezer(freeze_at)
         self.alpha, self.paper = p.pi.alpha, p.pi.leak == "paper"
-        B = loop.x.shape[0]
-        self.dead = torch.zeros(B, dtype=torch.bool, device=loop.x.device)
-        self.overflowed = torch.zeros_like(self.dead)
-        self.any_dead = False
         self.nfe = 0
         self.last: State = ()
 
@@ -52,12 +49,12 @@ class _Field(torch.nn.Module):
         self.last = dyn
         self._guard(dyn)
         out = list(loop.vector_field(dyn))
-        self._mark(~torch.stack([torch.isfinite(o).all(1) for o in out]).all(0), True)
+        self.freeze.mark(~torch.stack([torch.isfinite(o).all(1) for o in out]).all(0), True)
         if self.rule is not None:
             out += self._integrand(dyn)
-        if self.any_dead:
+        if self.freeze.any_dead:
             for k in range(self.n_dyn):
-                out[k] = torch.where(self.dead[:, None], 0.0, out[k])
+                out[k] = torch.where(self.freeze.dead[:, None], 0.0, out[k])
         return tuple(out)
 
     def _guard(self, dyn: State) -> None:
@@ -65,19 +62,8 @@ class _Field(torch.nn.Module):
         in :meth:`forward`, those whose rates are non-finite: the state stays finite)."""
         finite = torch.stack([torch.isfinite(s).all(1) for s in dyn]).all(0)
         e, u = self.loop.control_of(dyn)
-        u_leak = dyn[-1] if self.paper else u
-        far = torch.linalg.vector_norm(e - self.alpha * u_leak, dim=1) > self.freeze_at
-        self._mark(~finite, True)
-        self._mark(far, False)
-
-    def _mark(self, bad: torch.Tensor, overflow: bool) -> None:
-        """Freeze the samples ``bad`` [B] (``overflow``: report them non-finite)."""
-        bad = bad & ~self.dead
-        if bool(bad.any()):
-            self.dead |= bad
-            if overflow:
-                self.overflowed |= bad
-            self.any_dead = True
+        self.freeze.mark(~finite, True)
+        self.freeze.divergence(e, dyn[-1] if self.paper else u, self.alpha)
 
     def _integrand(self, dyn: State) -> list[torch.Tensor]:
         """``d_1``, ``d_i^T r_{i-1}`` (i >= 1) and ``sum_b d_i`` at a state."""
@@ -88,8 +74,8 @@ class _Field(torch.nn.Module):
         for i, lay in enumerate(loop.layers):
             vb = loop.basal(i, r_prev[i])
             d_i = teaching_signal(lay, vb, v[i] - vb, self.rule or "", loop.v_ff[i])
-            if self.any_dead:
-                d_i = torch.where(self.dead[:, None], 0.0, d_i)
+            if self.freeze.any_dead:
+                d_i = torch.where(self.freeze.dead[:, None], 0.0, d_i)
             d.append(d_i)
         dW = [d[i].T @ r_prev[i] for i in range(1, loop.L)]
         return [d[0], *dW, *[di.sum(0) for di in d]]
@@ -99,9 +85,9 @@ class _Field(torch.nn.Module):
         frozen samples' rows."""
 
         def masked(ys: State) -> torch.Tensor:
-            if not self.any_dead:
+            if not self.freeze.any_dead:
                 return default(ys)
-            keep = ~self.dead
+            keep = ~self.freeze.dead
             parts = [
                 torch.sqrt(torch.mean(y[keep] ** 2)) if bool(keep.any()) else y.new_zeros(())
                 for y in ys[: self.n_dyn]
@@ -138,11 +124,9 @@ class ODEInt:
         T = sim.n_steps
         rec = rec_steps_of(T, sim.record_every) if p.record else [0, T - 1]
         times = torch.tensor(rec, dtype=p.x.dtype, device=p.x.device) * (sim.horizon / (T - 1))
-        r_ff_n = torch.linalg.vector_norm(loop.r_ff[-1], dim=1)
-        ratio0 = torch.linalg.vector_norm(p.r_target - loop.r_ff[-1], dim=1) / r_ff_n
         limit = FREEZE_FACTOR * sim.divergence_threshold
-        freeze_at = torch.clamp(FREEZE_FACTOR * ratio0, min=limit) * r_ff_n
-        f = _Field(loop, p.accumulate, freeze_at, p)
+        delta = p.r_target - loop.r_ff[-1]
+        f = _Field(loop, p.accumulate, freeze_limit(loop.r_ff[-1], delta, limit, FREEZE_FACTOR), p)
         y0 = loop.initial_state()
         n_dyn = len(y0)
         if p.accumulate is not None:
@@ -217,8 +201,8 @@ class ODEInt:
             steps_run=p.sim.n_steps - 1,
             nfe=f.nfe,
             accumulator=acc,
-            dead=f.dead if f.any_dead else None,
-            overflowed=f.overflowed if bool(f.overflowed.any()) else None,
+            dead=f.freeze.dead_or_none(),
+            overflowed=f.freeze.overflowed_or_none(),
             limit_reached=limit_reached,
         )
         pi = p.pi
