@@ -142,6 +142,8 @@ def describe_type(tp: Any, metadata: Sequence[Any] = (), plural: bool = False) -
         return f"{'lists' if plural else 'a list'} of {n}{describe_type(args[0], (), True)}"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "a table of settings"
+    if origin is dict:
+        return "a table"
     if tp in _NOUNS:
         noun = _NOUNS[tp][1 if plural else 0]
         return noun + (_bounds(metadata) if tp in (int, float) else "")
@@ -221,6 +223,8 @@ def _problem(model: type[BaseModel], e: Any, marks: Sequence[str]) -> tuple[str,
     if kind == "extra_forbidden":
         where = f"[{path.rsplit('.', 1)[0]}]" if "." in path else "the top level"
         return path, f"{path}{mark}: unknown key ({where} has {', '.join(keys)})"
+    if kind == "missing" and not (loc and isinstance(loc[-1], int)):
+        return path, f"{path}{mark}: missing; must be {allowed}"
     msg = str(e["msg"]).replace("\n", " ")
     if kind in ("value_error", "assertion_error"):
         if msg.startswith(("Value error, ", "Assertion failed, ")):

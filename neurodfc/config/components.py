@@ -73,7 +73,10 @@ class ComponentSpec(_Section):
         if not p.is_absolute():
             p = Path(base or ".") / p
         if not p.is_dir():
-            raise ValueError(f"{json.dumps(v)} is not a folder (searched for the module)")
+            raise ValueError(
+                f"{json.dumps(v)} is not a folder; must be a folder holding the module (relative: "
+                "to the config file's folder)"
+            )
         return str(p.resolve())
 
     def build(self, cfg: Any) -> Any:

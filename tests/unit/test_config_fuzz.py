@@ -40,10 +40,19 @@ test) instead of training for minutes."""
 NAN, INF = float("nan"), float("inf")
 
 
+def _section(ann: Any) -> Any:
+    """The model of an optional section (``X | None``, e.g. ``[components.controller]``)."""
+    args = [a for a in get_args(ann) if a is not type(None)]
+    if get_origin(ann) in (Union, types.UnionType) and len(args) == 1:
+        if isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return args[0]
+    return ann
+
+
 def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = []
     for name, info in model.model_fields.items():
-        ann = info.annotation
+        ann = _section(info.annotation)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(_leaves(ann, (*prefix, name)))
         else:
@@ -54,7 +63,7 @@ def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[
 def _info(path: tuple[str, ...]) -> FieldInfo:
     model: Any = ExperimentConfig
     for part in path[:-1]:
-        model = model.model_fields[part].annotation
+        model = _section(model.model_fields[part].annotation)
     return model.model_fields[path[-1]]
 
 
@@ -127,6 +136,8 @@ def invalid_values(path: tuple[str, ...]) -> st.SearchStrategy[Any]:
         return st.sampled_from(["no_such_option", 1, True, ["x"]])
     if origin in (Union, types.UnionType):  # str | list[str]: activations
         return st.sampled_from([1, True, [1], "no_such_option", {"a": 1}])
+    if origin is dict:  # [components.*] kwargs: a table of any values
+        return st.sampled_from([1, True, "x", [1]])
     if origin in (list, tuple):
         item, item_meta = _unwrap(get_args(tp)[0], [])
         bad_items = st.one_of(
