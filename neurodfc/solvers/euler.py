@@ -1,7 +1,7 @@
 """The reference Euler scheme of the official code (``simulation.solver = 'euler_reference'``).
 
 Built-in assembly (the network's neurons, a PI controller): the fused in-place specialisation
-:func:`neurodfc.fastpath.euler_reference_fast`. Any other assembly: the generic loop over
+:func:`neurodfc.fastpath.run_fused`. Any other assembly: the generic loop over
 :meth:`neurodfc.core.loop.ClosedLoop.euler_step` (the definition the fused path is tested
 against step for step, ``tests/unit/test_core.py``).
 """
@@ -22,7 +22,7 @@ from neurodfc.core.solution import (
     record_steps,
 )
 from neurodfc.core.teaching import teaching_signal_into
-from neurodfc.fastpath import euler_reference_fast
+from neurodfc.fastpath import FusedSettings, run_fused
 from neurodfc.solvers.base import Problem
 
 
@@ -41,7 +41,7 @@ class EulerReference:
 
 
 def _fused(p: Problem) -> RawRun:
-    """:func:`euler_reference_fast` on the problem (PI controller, built-in neurons)."""
+    """:func:`neurodfc.fastpath.run_fused` on the problem (PI controller, built-in neurons)."""
     sim, pi = p.sim, p.pi
     T = sim.n_steps
     rec = record_steps(T, sim.record_every) if p.record else [0, T - 1]
@@ -54,10 +54,7 @@ def _fused(p: Problem) -> RawRun:
         )
         return status == int(Status.CONVERGED)
 
-    run = euler_reference_fast(
-        p.net,
-        p.x,
-        p.r_target,
+    cfg = FusedSettings(
         dt=sim.dt,
         n_steps=T,
         alpha=pi.alpha,
@@ -67,19 +64,25 @@ def _fused(p: Problem) -> RawRun:
         inst_transmission=sim.inst_transmission,
         proactive_controller=sim.proactive_controller,
         inst_system_dynamics=sim.inst_system_dynamics,
-        record_steps=rec,
+        record_steps=tuple(rec),
         record_v=p.record_v,
         accumulate=p.accumulate,
         noise=p.noise,
-        generator=p.generator,
         apical_tau=p.apical_tau,
         accumulate_feedback=p.accumulate_feedback,
         early_stop=sim.early_stop,
-        converged=converged,
-        noise_source=p.noise_source,
         record_apical=p.record_apical,
         error=p.error,
         tau_noise=p.noise_tau,
+    )
+    run = run_fused(
+        p.net,
+        p.x,
+        p.r_target,
+        cfg,
+        generator=p.generator,
+        converged=converged,
+        noise_source=p.noise_source,
     )
     acc = Accumulator(W=run.acc_W, b=run.acc_b, count=T) if p.accumulate is not None else None
     fb = Accumulator(W=run.acc_Q, b=[], count=T - 1) if p.accumulate_feedback else None

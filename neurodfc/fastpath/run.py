@@ -1,0 +1,236 @@
+"""The fused reference-Euler loop: the step functions of :mod:`neurodfc.fastpath.step` in time,
+the chunked sums, early termination and the recording; :func:`euler_reference_fast` is its
+keyword form."""
+
+from __future__ import annotations
+
+import torch
+
+from neurodfc.core.filters import LowPass
+from neurodfc.core.noise import GaussianNoise
+from neurodfc.core.noise import NoiseSource as AnyNoiseSource
+from neurodfc.fastpath.buffers import FusedBuffers, Records
+from neurodfc.fastpath.settings import DEFAULT_CHUNK, ConvergedTest, EulerRun, FusedSettings
+from neurodfc.fastpath.signals import TeachingSignals
+from neurodfc.fastpath.step import apical_step, controller_step, feedback_sum, layers_step
+from neurodfc.network import DFCNetwork
+
+
+@torch.no_grad()
+def run_fused(
+    net: DFCNetwork,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    cfg: FusedSettings,
+    *,
+    generator: torch.Generator | None = None,
+    converged: ConvergedTest | None = None,
+    noise_source: AnyNoiseSource | None = None,
+    feedback_filter: LowPass | None = None,
+) -> EulerRun:
+    """Simulate the reference scheme of ``cfg`` from the feedforward state of ``x``.
+
+    Args:
+        net: the network (weights ``W``, ``b``, feedback ``Q``).
+        x: inputs ``r_0`` [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L].
+        cfg: the run's settings.
+        generator: random generator of the noise.
+        converged: the convergence test of ``cfg.early_stop``.
+        noise_source: the standard normals of the noise (None: :class:`GaussianNoise` drawn
+            from ``generator``).
+        feedback_filter: pair the apical voltage with the high-pass ``u - LP(u)`` of this
+            low-pass in the sleep-phase sums (Strong-DFC's single phase).
+
+    Returns:
+        An :class:`EulerRun`.
+    """
+    b = FusedBuffers(net, x, r_target, cfg)
+    rec = Records(b, cfg)
+    sig = TeachingSignals(b, cfg.accumulate) if cfg.accumulate is not None else None
+    T, K, chunk = cfg.n_steps, cfg.slots, cfg.chunk
+    src: AnyNoiseSource | None = None
+    if cfg.noisy:
+        src = noise_source or GaussianNoise((x.shape[0], b.N), x.dtype, x.device, generator, T - 1)
+    feedback = cfg.accumulate_feedback
+    check = cfg.early_stop and converged is not None
+    rec.store(0, 0, b)
+    s = 0  # slot of the current state
+    steps_done = 0
+    remaining = 0
+    for t in range(T - 1):
+        boundary = K > 1 and s == K - 1
+        if boundary:
+            b.roll_chunk()
+            s = 0
+        if check and t > 0 and (boundary or (K == 1 and t % chunk == 0)):
+            assert converged is not None
+            if _stop_now(b, sig, converged, s, chunk):
+                remaining = T - 1 - t
+                break
+        n = s + 1 if K > 1 else 0
+        u_new = controller_step(b, cfg, s)
+        if feedback:
+            feedback_sum(b, u_new, feedback_filter)
+        apical_step(b, cfg, u_new, src.next() if src is not None else None)
+        layers_step(b, cfg, s, n)
+        b.u = u_new
+        if sig is not None:
+            for i in range(b.L):
+                sig.into(b, i, n)
+        s = n
+        steps_done = t + 1
+        k = rec.index.get(steps_done)
+        if k is not None:
+            rec.store(k, s, b)
+    return _finish(b, rec, sig, cfg, s, steps_done, remaining)
+
+
+def _stop_now(
+    b: FusedBuffers, sig: TeachingSignals | None, converged: ConvergedTest, s: int, chunk: int
+) -> bool:
+    """Early termination: every sample has converged and (with sums) the rule signals have
+    stopped moving (the closed-form completion assumes so)."""
+    ok = bool(converged(b.slot_r[b.L - 1][s], b.u, b.u_int).all())
+    if sig is not None:
+        ok = sig.settled(b, chunk) and ok
+    return ok
+
+
+def _finish(
+    b: FusedBuffers,
+    rec: Records,
+    sig: TeachingSignals | None,
+    cfg: FusedSettings,
+    s: int,
+    steps_done: int,
+    remaining: int,
+) -> EulerRun:
+    """Complete the sums (closed form after an early stop: the state stays at the last one)
+    and the records, and return the run."""
+    acc_W: list[torch.Tensor] = []
+    acc_b: list[torch.Tensor] = []
+    if sig is not None:
+        if remaining > 0:
+            b.sums.add_repeated(cfg.slots - 1, s, remaining)
+        else:
+            b.sums.flush(1, s + 1)
+        acc_W, acc_b = b.sums.totals(b.x, sig.scale)
+    for t_rec, k in rec.index.items():
+        if t_rec > steps_done:  # early stop: the state stays at the last one
+            rec.store(k, s, b)
+    return EulerRun(
+        v=[t.clone() for t in b.v],
+        r=[b.slot_r[i][s].clone() for i in range(b.L)],
+        vb=[t.clone() for t in b.vb],
+        u=b.u,
+        u_int=b.u_int,
+        rec_steps=list(cfg.record_steps),
+        r_rec=rec.r,
+        u_rec=rec.u,
+        e_rec=rec.e,
+        v_rec=rec.v,
+        a_rec=rec.a,
+        steps_run=steps_done,
+        acc_W=acc_W,
+        acc_b=acc_b,
+        acc_Q=list(b.acc_Q.split(b.sizes, dim=0)) if cfg.accumulate_feedback else [],
+    )
+
+
+def euler_reference_fast(
+    net: DFCNetwork,
+    x: torch.Tensor,
+    r_target: torch.Tensor,
+    *,
+    dt: float,
+    n_steps: int,
+    alpha: float,
+    k_p: float,
+    tau_ratio: float,
+    leak: str,
+    inst_transmission: bool,
+    proactive_controller: bool,
+    inst_system_dynamics: bool,
+    record_steps: list[int],
+    record_v: bool = False,
+    accumulate: str | None = None,
+    noise: tuple[float, float] = (0.0, 0.0),
+    generator: torch.Generator | None = None,
+    apical_tau: float | None = None,
+    accumulate_feedback: bool = False,
+    chunk: int = DEFAULT_CHUNK,
+    early_stop: bool = False,
+    converged: ConvergedTest | None = None,
+    noise_source: AnyNoiseSource | None = None,
+    record_apical: bool = False,
+    error: str = "difference",
+    tau_noise: float | None = None,
+    feedback_filter: LowPass | None = None,
+) -> EulerRun:
+    """:func:`run_fused` with the settings as keywords (the fields of :class:`FusedSettings`).
+
+    Args:
+        net: the network (weights ``W``, ``b``, feedback ``Q``).
+        x: inputs ``r_0`` [B, n_0].
+        r_target: output targets ``r_L*`` [B, n_L].
+        dt: Euler step (units of tau_u).
+        n_steps: number of time points (initial state included).
+        alpha: controller leak.
+        k_p: proportional gain.
+        tau_ratio: ``tau_v / tau_u``.
+        leak: leak convention.
+        inst_transmission: layer i reads layer i-1 of the same step.
+        proactive_controller: the apical input uses ``u[t+1]``.
+        inst_system_dynamics: ``v = v^b + a`` without v-dynamics.
+        record_steps: recorded time points.
+        record_v: also record every layer's voltage.
+        accumulate: forward rule whose signal is summed (None: no sums).
+        noise: apical noise std ``(sigma, sigma_output)``.
+        generator: random generator of the noise.
+        apical_tau: apical time constant (None: instantaneous).
+        accumulate_feedback: sum ``a_i^T u`` (the sleep-phase rule).
+        chunk: steps per accumulation product.
+        early_stop: stop once every sample has converged (closed-form completion).
+        converged: the convergence test of ``early_stop``.
+        noise_source: the standard normals of the noise (None: drawn from ``generator``).
+        record_apical: also record every layer's apical voltage.
+        error: ``difference`` or ``softmax``.
+        tau_noise: Ornstein-Uhlenbeck noise of this time constant (None: white noise).
+        feedback_filter: high-pass the control in the sleep-phase sums with this low-pass.
+
+    Returns:
+        An :class:`EulerRun`.
+    """
+    cfg = FusedSettings(
+        dt=dt,
+        n_steps=n_steps,
+        alpha=alpha,
+        k_p=k_p,
+        tau_ratio=tau_ratio,
+        leak=leak,
+        inst_transmission=inst_transmission,
+        proactive_controller=proactive_controller,
+        inst_system_dynamics=inst_system_dynamics,
+        record_steps=tuple(record_steps),
+        record_v=record_v,
+        accumulate=accumulate,
+        noise=noise,
+        apical_tau=apical_tau,
+        accumulate_feedback=accumulate_feedback,
+        chunk=chunk,
+        early_stop=early_stop,
+        record_apical=record_apical,
+        error=error,
+        tau_noise=tau_noise,
+    )
+    return run_fused(
+        net,
+        x,
+        r_target,
+        cfg,
+        generator=generator,
+        converged=converged,
+        noise_source=noise_source,
+        feedback_filter=feedback_filter,
+    )
