@@ -40,23 +40,12 @@ class EulerReference:
         )
 
 
-def _fused(p: Problem) -> RawRun:
-    """:func:`neurodfc.fastpath.run_fused` on the problem (PI controller, built-in neurons)."""
+def _settings(p: Problem, rec: list[int]) -> FusedSettings:
+    """The fused run's settings for the problem, recording the time points ``rec``."""
     sim, pi = p.sim, p.pi
-    T = sim.n_steps
-    rec = record_steps(T, sim.record_every) if p.record else [0, T - 1]
-    r_ff_out = p.net(p.x)
-    e0_norm = torch.linalg.vector_norm(p.r_target - r_ff_out, dim=1)
-
-    def converged(r_out: torch.Tensor, u: torch.Tensor, u_int: torch.Tensor) -> torch.Tensor:
-        status = classify(
-            r_out, p.r_target, u, u_int, r_ff_out, e0_norm, alpha=pi.alpha, leak=pi.leak, sim=sim
-        )
-        return status == int(Status.CONVERGED)
-
-    cfg = FusedSettings(
+    return FusedSettings(
         dt=sim.dt,
-        n_steps=T,
+        n_steps=sim.n_steps,
         alpha=pi.alpha,
         k_p=pi.k_p,
         tau_ratio=p.tau_ratio,
@@ -75,6 +64,23 @@ def _fused(p: Problem) -> RawRun:
         error=p.error,
         tau_noise=p.noise_tau,
     )
+
+
+def _fused(p: Problem) -> RawRun:
+    """:func:`neurodfc.fastpath.run_fused` on the problem (PI controller, built-in neurons)."""
+    sim, pi = p.sim, p.pi
+    T = sim.n_steps
+    rec = record_steps(T, sim.record_every) if p.record else [0, T - 1]
+    r_ff_out = p.net(p.x)
+    e0_norm = torch.linalg.vector_norm(p.r_target - r_ff_out, dim=1)
+
+    def converged(r_out: torch.Tensor, u: torch.Tensor, u_int: torch.Tensor) -> torch.Tensor:
+        status = classify(
+            r_out, p.r_target, u, u_int, r_ff_out, e0_norm, alpha=pi.alpha, leak=pi.leak, sim=sim
+        )
+        return status == int(Status.CONVERGED)
+
+    cfg = _settings(p, rec)
     run = run_fused(
         p.net,
         p.x,
