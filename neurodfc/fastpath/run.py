@@ -54,6 +54,8 @@ def run_fused(
         src = noise_source or GaussianNoise((x.shape[0], b.N), x.dtype, x.device, generator, T - 1)
     feedback = cfg.accumulate_feedback
     check = cfg.early_stop and converged is not None
+    layers = range(b.L)
+    record_at = rec.index.get
     rec.store(0, 0, b)
     s = 0  # slot of the current state
     steps_done = 0
@@ -76,11 +78,11 @@ def run_fused(
         layers_step(b, cfg, s, n)
         b.u = u_new
         if sig is not None:
-            for i in range(b.L):
+            for i in layers:
                 sig.into(b, i, n)
         s = n
         steps_done = t + 1
-        k = rec.index.get(steps_done)
+        k = record_at(steps_done)
         if k is not None:
             rec.store(k, s, b)
     return _finish(b, rec, sig, cfg, s, steps_done, remaining)
