@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from neurodfc.components.controller import ControllerState
 from neurodfc.config import ExperimentConfig, config_from_dict
 from neurodfc.system import DFCSystem
 
@@ -57,3 +59,26 @@ def random_batch(
     x = (torch.rand(batch, n_in, generator=g, dtype=torch.float64) * 2 - 1).to(system.dtype)
     y = (scale * torch.randn(batch, n_out, generator=g, dtype=torch.float64)).to(system.dtype)
     return x, y
+
+
+@dataclass(frozen=True)
+class PID:
+    """A user controller implementing only the minimal ``Controller`` protocol: a PID with a
+    first-order filtered derivative, state ``(e_f, u_int)``, ``tau_d de_f/dt = e - e_f``,
+    ``u = u_int + k_p e + k_d (e - e_f) / tau_d``, ``du_int/dt = e - alpha u``."""
+
+    k_p: float
+    k_d: float
+    alpha: float
+    tau_d: float = 0.05
+
+    def initial_state(self, e0: torch.Tensor) -> ControllerState:
+        return (e0.clone(), torch.zeros_like(e0))
+
+    def output(self, e: torch.Tensor, state: ControllerState) -> torch.Tensor:
+        e_f, u_int = state
+        return u_int + self.k_p * e + self.k_d * (e - e_f) / self.tau_d
+
+    def rates(self, e: torch.Tensor, u: torch.Tensor, state: ControllerState) -> ControllerState:
+        e_f, _ = state
+        return ((e - e_f) / self.tau_d, e - self.alpha * u)

@@ -3,39 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from torchdiffeq import odeint
 
-from neurodfc.components.controller import Controller, ControllerState, PIController
+from neurodfc.components.controller import Controller, PIController
 from neurodfc.solve import simulate
 from neurodfc.system import VectorField
+from tests.helpers import PID as _PID
 from tests.helpers import make_system, random_batch
-
-
-@dataclass(frozen=True)
-class _PID:
-    """A PID with a first-order filtered derivative: state ``(e_f, u_int)``,
-    ``tau_d de_f/dt = e - e_f``, ``u = u_int + k_p e + k_d (e - e_f) / tau_d``,
-    ``du_int/dt = e - alpha u``."""
-
-    k_p: float
-    k_d: float
-    alpha: float
-    tau_d: float = 0.05
-
-    def initial_state(self, e0: torch.Tensor) -> ControllerState:
-        return (e0.clone(), torch.zeros_like(e0))
-
-    def output(self, e: torch.Tensor, state: ControllerState) -> torch.Tensor:
-        e_f, u_int = state
-        return u_int + self.k_p * e + self.k_d * (e - e_f) / self.tau_d
-
-    def rates(self, e: torch.Tensor, u: torch.Tensor, state: ControllerState) -> ControllerState:
-        e_f, _ = state
-        return ((e - e_f) / self.tau_d, e - self.alpha * u)
 
 
 def _solve(f: VectorField, t_max: float, n: int = 41) -> tuple[torch.Tensor, ...]:

@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from neurodfc.components.controller import ControllerState
 from neurodfc.components.neurons import NeuronLayer, RateNeurons, default_layers
 from neurodfc.core.noise import GaussianNoise, RecordingNoise, ReplayNoise
 from neurodfc.solve import Solution, simulate
 from neurodfc.solvers import SOLVERS, get_solver
-from tests.helpers import make_system, random_batch
+from tests.helpers import PID, make_system, random_batch
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -149,24 +148,9 @@ class _Softplus:
 
 
 @dataclass(frozen=True)
-class _PID:
-    """Leaky PID with a filtered derivative (state ``(e_f, u_int)``)."""
-
-    k_p: float
-    k_d: float
-    alpha: float
-    tau_d: float = 0.05
-
-    def initial_state(self, e0: torch.Tensor) -> ControllerState:
-        return (e0.clone(), torch.zeros_like(e0))
-
-    def output(self, e: torch.Tensor, state: ControllerState) -> torch.Tensor:
-        e_f, u_int = state
-        return u_int + self.k_p * e + self.k_d * (e - e_f) / self.tau_d
-
-    def rates(self, e: torch.Tensor, u: torch.Tensor, state: ControllerState) -> ControllerState:
-        e_f, _ = state
-        return ((e - e_f) / self.tau_d, e - self.alpha * u)
+class _PID(PID):
+    """The helpers' PID plus what the exponential integrator can use: its stiff diagonal and
+    its feedthrough ``du/de``."""
 
     def stiff_diagonal(self) -> tuple[float, ...]:
         return (-1.0 / self.tau_d, 0.0)
