@@ -144,7 +144,7 @@ def bad_values(ann: Any, meta: list[Any], rng: random.Random) -> list[Any]:
         int: [True, 2.5, "3"],
         float: [True, "0.5", NAN, INF, -INF, {"a": 1}],
         str: [1, True, ["a"]],
-    }.get(tp, [object()])
+    }.get(tp, [3.5, "not a table"])  # a nested table (e.g. a [components] entry)
     picks = rng.sample(wrong, k=min(2, len(wrong)))
     if tp in (int, float):
         picks += _out_of_range(tp, meta, rng)
