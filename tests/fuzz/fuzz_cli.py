@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import tomli_w
 from annotated_types import Ge, Gt, Le, Lt
@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from neurodfc.config import ExperimentConfig  # noqa: E402
+from tests.fuzz.fields import unwrap as _unwrap  # noqa: E402
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -86,19 +87,6 @@ def _leaves(
         else:
             out.append(((*prefix, name), (ann, list(info.metadata))))
     return out
-
-
-def _unwrap(tp: Any, meta: list[Any]) -> tuple[Any, list[Any]]:
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp, *more = get_args(tp)
-            meta = [*meta, *(m for x in more for m in getattr(x, "metadata", [x]))]
-        elif origin in (Union, types.UnionType) and type(None) in get_args(tp):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
-        else:
-            return tp, meta
 
 
 def _out_of_range(tp: Any, meta: list[Any], rng: random.Random) -> list[Any]:

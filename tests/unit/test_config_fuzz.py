@@ -15,7 +15,7 @@ import tempfile
 import tomllib
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 import tomli_w
@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 
 from neurodfc.cli import main
 from neurodfc.config import ConfigError, ExperimentConfig, config_from_dict, to_toml
+from tests.fuzz.fields import unwrap as _unwrap
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -68,20 +69,6 @@ def _info(path: tuple[str, ...]) -> FieldInfo:
 
 
 FIELDS = _leaves(ExperimentConfig)
-
-
-def _unwrap(tp: Any, meta: list[Any]) -> tuple[Any, list[Any]]:
-    """Strip ``Annotated`` and ``| None``."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp, *more = get_args(tp)
-            meta = [*meta, *(m for x in more for m in getattr(x, "metadata", [x]))]
-        elif origin in (Union, types.UnionType) and type(None) in get_args(tp):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
-        else:
-            return tp, meta
 
 
 def _bounds(meta: list[Any]) -> tuple[Any, Any, Any, Any]:
