@@ -378,7 +378,7 @@ class Trainer:
         ]
         if not math.isnan(row["test_accuracy"]):
             parts.append(f"test acc {100 * row['test_accuracy']:.2f} %")
-        if self.method.simulates:
+        if self.method.capabilities.reports_status:  # Strong-DFC simulates without a status
             parts.append(
                 " / ".join(f"{k[2:]} {row.get(k, 0.0):.0f}" for k in STATUS_KEYS) + " samples"
             )

@@ -508,3 +508,24 @@ def test_report_into_an_unwritable_folder_is_one_line(
     assert main(["report", str(one_epoch), "--out", str(afile / "rep")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot write the report into {afile / 'rep'}" in err[0], err
+
+
+def test_epoch_line_of_a_method_without_status_shows_no_counts(tmp_path: Path) -> None:
+    """Strong-DFC simulates but reports no per-sample status: its epoch line must not claim
+    'converged 0 / diverged 0 / ...' (issue 13), while a status-reporting method's line does."""
+    from neurodfc.config import load_config
+
+    cfg = load_config(
+        REPO / "models" / "teacher_student_strong_dfc.toml",
+        overrides=[
+            "training.epochs=1",
+            "feedback_learning.pretrain_epochs=0",
+            "data.n_train=32",
+            "data.n_val=16",
+            "data.n_test=16",
+        ],
+    )
+    said: list[str] = []
+    train(cfg, tmp_path / "r", quiet=True, log=said.append)
+    epoch_lines = [s for s in said if s.startswith("epoch ")]
+    assert epoch_lines and all("converged" not in s for s in epoch_lines)
