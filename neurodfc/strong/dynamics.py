@@ -46,6 +46,7 @@ import torch
 from neurodfc.core.filters import LowPass
 from neurodfc.core.noise import BlockGaussianNoise
 from neurodfc.core.solution import record_steps
+from neurodfc.core.teaching import ForwardRule
 from neurodfc.fastpath import euler_reference_fast
 from neurodfc.network import DFCNetwork
 
@@ -61,7 +62,6 @@ __all__ = [
 
 ErrorKind = Literal["difference", "softmax"]
 NoiseKind = Literal["none", "white", "ou"]
-ForwardRule = Literal["nonlinear_difference", "voltage_difference", "derivative_matrix"]
 
 NOISE_BLOCK = 16
 """Steps of standard normals drawn at once (float32, cast; the realisation depends on it)."""
