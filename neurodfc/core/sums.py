@@ -10,6 +10,9 @@ Summing one product per point is slow; :class:`ChunkedSums` keeps the rates ``r_
 them) and adds a whole chunk with one ``[n_i, K B] @ [K B, n_{i-1} + 1]`` product per layer: the
 presynaptic rates carry a column of ones, so the same product yields the bias sums. Layer 1's
 input ``r_0`` is constant: its ``d_1`` is summed over the points and multiplied by ``r_0`` once.
+
+An ensemble (:mod:`neurodfc.solvers.ensemble`) adds a leading member dimension ``lead = (M,)``
+to every buffer and sum; the chunk products become batched products, one per member.
 """
 
 from __future__ import annotations
@@ -27,33 +30,45 @@ class ChunkedSums:
         slots: points per chunk.
         accumulate: whether signals are summed (else only the rate slots exist).
         like: a tensor giving the dtype and device.
+        lead: leading dimensions of every buffer and sum (``(M,)``: an ensemble of M members;
+            default none).
     """
 
     def __init__(
-        self, sizes: list[int], batch: int, slots: int, accumulate: bool, like: torch.Tensor
+        self,
+        sizes: list[int],
+        batch: int,
+        slots: int,
+        accumulate: bool,
+        like: torch.Tensor,
+        lead: tuple[int, ...] = (),
     ) -> None:
         self.sizes = sizes
         self.L = L = len(sizes)
         self.accumulate = accumulate
+        self.lead = lead
         dt, dev = like.dtype, like.device
         ones = [accumulate and i < L - 1 for i in range(L)]
         self.R_full = [
-            torch.empty((slots, batch, n + int(ones[i])), dtype=dt, device=dev)
+            torch.empty((*lead, slots, batch, n + int(ones[i])), dtype=dt, device=dev)
             for i, n in enumerate(sizes)
         ]
         for i in range(L):
             if ones[i]:
                 self.R_full[i][..., -1] = 1.0
-        self.rates = [[self.R_full[i][k, :, :n] for k in range(slots)] for i, n in enumerate(sizes)]
+        self.rates = [
+            [self.R_full[i][..., k, :, :n] for k in range(slots)] for i, n in enumerate(sizes)
+        ]
         self.D = (
-            [torch.empty((slots, batch, n), dtype=dt, device=dev) for n in sizes]
+            [torch.empty((*lead, slots, batch, n), dtype=dt, device=dev) for n in sizes]
             if accumulate
             else []
         )
-        self.signals = [[D[k] for k in range(slots)] for D in self.D]
-        self.acc_d1 = torch.zeros((batch, sizes[0]), dtype=dt, device=dev)
-        self.acc_aug = [torch.zeros((sizes[0], 1), dtype=dt, device=dev)] + [
-            torch.zeros((sizes[i], sizes[i - 1] + 1), dtype=dt, device=dev) for i in range(1, L)
+        self.signals = [[D[..., k, :, :] for k in range(slots)] for D in self.D]
+        self.acc_d1 = torch.zeros((*lead, batch, sizes[0]), dtype=dt, device=dev)
+        self.acc_aug = [torch.zeros((*lead, sizes[0], 1), dtype=dt, device=dev)] + [
+            torch.zeros((*lead, sizes[i], sizes[i - 1] + 1), dtype=dt, device=dev)
+            for i in range(1, L)
         ]
 
     def flush(self, lo: int, hi: int, dead: torch.Tensor | None = None) -> None:
@@ -62,18 +77,25 @@ class ChunkedSums:
         if hi <= lo:
             return
         if dead is not None:
+            assert not self.lead, "per-sample freezing is not batched over members"
             for i in range(self.L):
                 self.D[i][lo:hi, dead] = 0.0
                 self.R_full[i][lo:hi, dead] = 0.0
-        self.acc_d1.add_(self.D[0][lo:hi].sum(0))
+        lead = self.lead
+        self.acc_d1.add_(self.D[0][..., lo:hi, :, :].sum(-3))
         for i in range(1, self.L):
-            Di = self.D[i][lo:hi].reshape(-1, self.sizes[i])
-            Ri = self.R_full[i - 1][lo:hi].reshape(-1, self.R_full[i - 1].shape[-1])
-            self.acc_aug[i].addmm_(Di.t(), Ri)
+            Di = self.D[i][..., lo:hi, :, :].reshape(*lead, -1, self.sizes[i])
+            Rfull = self.R_full[i - 1]
+            Ri = Rfull[..., lo:hi, :, :].reshape(*lead, -1, Rfull.shape[-1])
+            if lead:
+                self.acc_aug[i].baddbmm_(Di.transpose(-1, -2), Ri)
+            else:
+                self.acc_aug[i].addmm_(Di.t(), Ri)
 
     def add_repeated(self, d_slot: int, r_slot: int, times: int) -> None:
         """Add the signals of slot ``d_slot`` paired with the rates of slot ``r_slot``,
         ``times`` times (a state that stays where it is, in closed form)."""
+        assert not self.lead, "early termination is not batched over members"
         self.acc_d1.add_(self.signals[0][d_slot], alpha=times)
         for i in range(1, self.L):
             r = self.R_full[i - 1][r_slot]
@@ -82,10 +104,10 @@ class ChunkedSums:
     def totals(
         self, x: torch.Tensor, scale: list[float] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``(W, b)`` per layer: the sums so far, layer 1 paired with the input ``x`` [B, n_0];
-        ``scale`` multiplies each layer's sums (None: 1)."""
-        W = [self.acc_d1.t() @ x] + [a[:, :-1] for a in self.acc_aug[1:]]
-        b = [self.acc_d1.sum(0)] + [a[:, -1] for a in self.acc_aug[1:]]
+        """``(W, b)`` per layer: the sums so far, layer 1 paired with the input ``x``
+        [*lead, B, n_0]; ``scale`` multiplies each layer's sums (None: 1)."""
+        W = [self.acc_d1.transpose(-1, -2) @ x] + [a[..., :-1] for a in self.acc_aug[1:]]
+        b = [self.acc_d1.sum(-2)] + [a[..., -1] for a in self.acc_aug[1:]]
         for i, s in enumerate(scale or []):
             if s != 1.0:
                 W[i] = W[i] * s

@@ -12,13 +12,14 @@ from neurodfc.core.noise import NoiseSource as AnyNoiseSource
 from neurodfc.fastpath.buffers import FusedBuffers, Records
 from neurodfc.fastpath.settings import DEFAULT_CHUNK, ConvergedTest, EulerRun, FusedSettings
 from neurodfc.fastpath.signals import TeachingSignals
+from neurodfc.fastpath.stack import StackedNetwork
 from neurodfc.fastpath.step import apical_step, controller_step, feedback_sum, layers_step
 from neurodfc.network import DFCNetwork
 
 
 @torch.no_grad()
 def run_fused(
-    net: DFCNetwork,
+    net: DFCNetwork | StackedNetwork,
     x: torch.Tensor,
     r_target: torch.Tensor,
     cfg: FusedSettings,
@@ -31,9 +32,11 @@ def run_fused(
     """Simulate the reference scheme of ``cfg`` from the feedforward state of ``x``.
 
     Args:
-        net: the network (weights ``W``, ``b``, feedback ``Q``).
-        x: inputs ``r_0`` [B, n_0].
-        r_target: output targets ``r_L*`` [B, n_L].
+        net: the network (weights ``W``, ``b``, feedback ``Q``), or the stacked networks of
+            an ensemble's members (every tensor, result and sum then has a leading member
+            dimension M).
+        x: inputs ``r_0`` [B, n_0] (ensemble: [M, B, n_0]).
+        r_target: output targets ``r_L*`` [B, n_L] (ensemble: [M, B, n_L]).
         cfg: the run's settings.
         generator: random generator of the noise.
         converged: the convergence test of ``cfg.early_stop``.
@@ -51,6 +54,8 @@ def run_fused(
     T, K, chunk = cfg.n_steps, cfg.slots, cfg.chunk
     src: AnyNoiseSource | None = None
     if cfg.noisy:
+        if noise_source is None and b.lead:
+            raise ValueError("an ensemble's noise comes from its members' sources (noise_source)")
         src = noise_source or GaussianNoise((x.shape[0], b.N), x.dtype, x.device, generator, T - 1)
     feedback = cfg.accumulate_feedback
     check = cfg.early_stop and converged is not None
@@ -136,7 +141,7 @@ def _finish(
         steps_run=steps_done,
         acc_W=acc_W,
         acc_b=acc_b,
-        acc_Q=list(b.acc_Q.split(b.sizes, dim=0)) if cfg.accumulate_feedback else [],
+        acc_Q=list(b.acc_Q.split(b.sizes, dim=-2)) if cfg.accumulate_feedback else [],
     )
 
 

@@ -9,6 +9,8 @@ from functools import cached_property
 
 import torch
 
+from neurodfc.fastpath.ops import Scalar, any_positive
+
 DEFAULT_CHUNK = 16
 """Steps per accumulation product (measured on CPU: 4 to 32 within 10 %, 16 best)."""
 EARLY_STOP_RATE = 1e-6
@@ -35,17 +37,21 @@ class FusedSettings:
     (``leak = 'paper'``: ``e - alpha u_int[t]``.) ``accumulate`` sums the forward rule's
     ``d_i[t] r_{i-1}[t]^T`` and ``d_i[t]`` over t = 1..n_steps-1 (``d_i[0] = 0``);
     ``accumulate_feedback`` sums ``a_i[t]^T u[t+1]``.
+
+    In an ensemble (a leading member dimension M on the tensors) ``alpha``, ``k_p``,
+    ``tau_ratio`` and the noise levels may be tensors ``[M, 1, 1]``, one value per member
+    (:mod:`neurodfc.fastpath.ops`); everything else is shared.
     """
 
     dt: float
     """Euler step (units of tau_u)."""
     n_steps: int
     """Number of time points (initial state included)."""
-    alpha: float
+    alpha: Scalar
     """Controller leak."""
-    k_p: float
+    k_p: Scalar
     """Proportional gain."""
-    tau_ratio: float
+    tau_ratio: Scalar
     """``tau_v / tau_u``."""
     leak: str
     """Leak convention (``reference``: ``alpha u``, or ``paper``: ``alpha u_int``)."""
@@ -61,7 +67,7 @@ class FusedSettings:
     """Also record every layer's voltage."""
     accumulate: str | None = None
     """Forward rule whose signal is summed (None: no sums)."""
-    noise: tuple[float, float] = (0.0, 0.0)
+    noise: tuple[Scalar, Scalar] = (0.0, 0.0)
     """Apical noise std ``(sigma, sigma_output)``."""
     apical_tau: float | None = None
     """Apical time constant (None: instantaneous, ``tau_A = dt``)."""
@@ -96,7 +102,7 @@ class FusedSettings:
     @cached_property
     def noisy(self) -> bool:
         """Whether apical noise is injected."""
-        return self.noise[0] > 0 or self.noise[1] > 0
+        return any_positive(self.noise[0]) or any_positive(self.noise[1])
 
     @cached_property
     def slots(self) -> int:
@@ -104,7 +110,7 @@ class FusedSettings:
         return self.chunk + 1 if self.accumulate is not None else 1
 
     @cached_property
-    def c_v(self) -> float:
+    def c_v(self) -> Scalar:
         """``dt / tau_ratio``."""
         return self.dt / self.tau_ratio
 

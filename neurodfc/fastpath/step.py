@@ -14,6 +14,16 @@ import torch
 
 from neurodfc.core.filters import LowPass
 from neurodfc.fastpath.buffers import FusedBuffers
+from neurodfc.fastpath.ops import (
+    add_scaled,
+    add_scaled_,
+    addmm_,
+    addmm_into,
+    any_positive,
+    mm_into,
+    same,
+    sub_scaled,
+)
 from neurodfc.fastpath.settings import FusedSettings
 from neurodfc.increments import fast_tanh
 
@@ -31,9 +41,12 @@ def controller_step(b: FusedBuffers, cfg: FusedSettings, s: int) -> torch.Tensor
     """
     e, u_int = b.e, b.u_int
     b.error_into(b.slot_r[b.L - 1][s], e)
-    torch.sub(e, u_int if cfg.leak == "paper" else b.u, alpha=cfg.alpha, out=b.rate)
+    sub_scaled(e, u_int if cfg.leak == "paper" else b.u, cfg.alpha, out=b.rate)
     u_int.add_(b.rate, alpha=cfg.dt)
-    return torch.add(u_int, e, alpha=cfg.k_p) if cfg.k_p != 0.0 else u_int.clone()
+    k_p = cfg.k_p
+    return (
+        add_scaled(u_int, e, k_p) if isinstance(k_p, torch.Tensor) or k_p != 0.0 else u_int.clone()
+    )
 
 
 def feedback_sum(b: FusedBuffers, u_new: torch.Tensor, lowpass: LowPass | None) -> None:
@@ -46,7 +59,7 @@ def feedback_sum(b: FusedBuffers, u_new: torch.Tensor, lowpass: LowPass | None) 
         lowpass: the low-pass of the high-pass filtered control (None: raw ``u``).
     """
     u_f = u_new if lowpass is None else u_new - lowpass.step(u_new)
-    b.acc_Q.addmm_(b.VA.t(), u_f)
+    addmm_(b.acc_Q, b.VA.transpose(-1, -2), u_f)
 
 
 def apical_step(
@@ -61,7 +74,7 @@ def apical_step(
         xi: this step's standard normals [B, N] (None: no noise).
     """
     FB, VA = b.FB, b.VA
-    torch.mm(u_new if cfg.proactive_controller else b.u, b.QT, out=FB)
+    mm_into(u_new if cfg.proactive_controller else b.u, b.QT, FB)
     instantaneous = cfg.instantaneous
     if xi is None:
         if not instantaneous:  # (instantaneous and noise-free: VA is FB)
@@ -81,22 +94,22 @@ def _white_noise(b: FusedBuffers, cfg: FusedSettings, xi: torch.Tensor) -> None:
     FB, VA = b.FB, b.VA
     sigma, sigma_out = cfg.noise
     scale = cfg.noise_scale
-    same_sigma = sigma == sigma_out
+    same_sigma = same(sigma, sigma_out)
     instantaneous = cfg.instantaneous
     if instantaneous and same_sigma:
-        torch.add(FB, xi, alpha=sigma * scale, out=VA)
+        add_scaled(FB, xi, sigma * scale, out=VA)
     elif instantaneous:
         VA.copy_(FB)
     else:
         VA.lerp_(FB, cfg.c_a)
     if same_sigma and not instantaneous:
-        VA.add_(xi, alpha=sigma * scale)
+        add_scaled_(VA, xi, sigma * scale)
     elif not same_sigma:
         h = b.offs[b.L - 1]
-        if sigma > 0:
-            VA[:, :h].add_(xi[:, :h], alpha=sigma * scale)
-        if sigma_out > 0:
-            VA[:, h:].add_(xi[:, h:], alpha=sigma_out * scale)
+        if any_positive(sigma):
+            add_scaled_(VA[..., :h], xi[..., :h], sigma * scale)
+        if any_positive(sigma_out):
+            add_scaled_(VA[..., h:], xi[..., h:], sigma_out * scale)
 
 
 def layers_step(b: FusedBuffers, cfg: FusedSettings, s: int, n: int) -> None:
@@ -116,9 +129,9 @@ def layers_step(b: FusedBuffers, cfg: FusedSettings, s: int, n: int) -> None:
         if i > 0:  # (layer 1's basal input W_1 r_0 + b_1 is constant: vb[0])
             bi = bias[i]
             if bi is not None:
-                torch.addmm(bi, slot_r[i - 1][prev], Wt[i], out=vb[i])
+                addmm_into(bi, slot_r[i - 1][prev], Wt[i], vb[i])
             else:
-                torch.mm(slot_r[i - 1][prev], Wt[i], out=vb[i])
+                mm_into(slot_r[i - 1][prev], Wt[i], vb[i])
         if inst_system:
             torch.add(va[i], vb[i], out=v[i])
         else:
