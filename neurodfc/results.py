@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from neurodfc.runs.files import atomic_write
+from neurodfc.runs.files import NETCDF_LOCK, atomic_write
 from neurodfc.solve import STATUS_NAMES, Solution
 from neurodfc.system import DFCSystem, SteadyState
 
@@ -143,6 +143,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
-        ds.to_netcdf(tmp)
+        with NETCDF_LOCK:
+            ds.to_netcdf(tmp)
 
     return atomic_write(p, write)

@@ -145,6 +145,8 @@ def simulate(
     if sim.solver != "euler_reference":
         _check_noiseless(problem)
     with torch.no_grad():
+        if system.batcher is not None:  # an ensemble member: solved with the others
+            return system.batcher.solve(problem)
         return get_solver(sim.solver).solve(problem)
 
 

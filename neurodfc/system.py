@@ -8,6 +8,7 @@ Conventions: tensors are batch-first; ``N = sum_i n_i`` is the number of control
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
 from neurodfc.core.loop import ClosedLoop, feedforward
 from neurodfc.network import DTYPES, DFCNetwork, jacobian  # jacobian: defined with the network
+
+if TYPE_CHECKING:
+    from neurodfc.solvers.base import Batcher
 
 
 class DFCSystem(nn.Module):
@@ -34,6 +38,9 @@ class DFCSystem(nn.Module):
         self.cfg = cfg
         # built once; a tuple, so that components that are modules stay out of the state dict
         self._components = _build_components(cfg)
+        self.batcher: Batcher | None = None
+        """Where :func:`neurodfc.solve.simulate` sends this system's simulations (None: solved
+        at once; an ensemble member: :class:`neurodfc.solvers.batcher.SimulationBatcher`)."""
 
     @property
     def custom_controller(self) -> Controller | None:

@@ -50,6 +50,7 @@ from neurodfc.results import write_netcdf
 from neurodfc.runs.checkpoint import write_checkpoint
 from neurodfc.runs.folder import CHECKPOINT, METRICS
 from neurodfc.solve import Status
+from neurodfc.solvers.base import Batcher
 from neurodfc.system import DFCSystem
 
 STATUS_KEYS = [f"n_{s.name.lower()}" for s in Status]
@@ -104,6 +105,10 @@ class Trainer:
         callbacks: called during training (analysis logging); their states go into the
             checkpoint, their Datasets into ``metrics.nc``.
         progress: reports the passes (default: tqdm bars, none when ``quiet``).
+        batcher: solves the run's simulations together with other runs' (an ensemble member,
+            :func:`neurodfc.ensemble.train_ensemble`; None: on their own).
+        data: the data splits (None: loaded from ``cfg``; an ensemble shares them between
+            members whose data settings agree).
     """
 
     def __init__(
@@ -115,14 +120,17 @@ class Trainer:
         log: Callable[[str], None] = print,
         callbacks: Sequence[TrainingCallback] = (),
         progress: ProgressReporter | None = None,
+        batcher: Batcher | None = None,
+        data: DataSplits | None = None,
     ) -> None:
         self.cfg = cfg
         self.out = out
         self.log = log
         self.callbacks = list(callbacks)
         self.progress: ProgressReporter = progress or (NoProgress() if quiet else TqdmProgress())
-        self.data: DataSplits = load_data(cfg)
+        self.data: DataSplits = data if data is not None else load_data(cfg)
         self.system = DFCSystem.from_config(cfg)
+        self.system.batcher = batcher
         self.method: Method = get_method(cfg.method.name)
         net = self.system.network
         tc: TrainingConfig = cfg.training

@@ -34,6 +34,7 @@ import torch
 from neurodfc.analysis.monitor import AnalysisLogger
 from neurodfc.callbacks import ProgressReporter, TrainingCallback
 from neurodfc.config import ExperimentConfig, load_config, to_toml
+from neurodfc.data import DataSplits
 from neurodfc.epoch import batches, clip_gradients, evaluate, forward_lr, make_optimizer
 from neurodfc.methods import Update, get_method
 from neurodfc.preflight import preflight
@@ -49,6 +50,7 @@ from neurodfc.runs.folder import (
     read_results,
     same_run,
 )
+from neurodfc.solvers.base import Batcher
 from neurodfc.system import DFCSystem
 from neurodfc.trainer import (
     CHECKPOINT_KEYS,
@@ -228,6 +230,8 @@ def train(
     log: Callable[[str], None] = print,
     callbacks: Sequence[TrainingCallback] | None = None,
     progress: ProgressReporter | None = None,
+    batcher: Batcher | None = None,
+    data: DataSplits | None = None,
 ) -> RunResult:
     """Train ``cfg`` into the run folder ``out`` (see the module docstring).
 
@@ -242,6 +246,9 @@ def train(
         log: receives one summary line per epoch (and the warnings).
         callbacks: the loop's callbacks (default: :func:`default_callbacks` of ``cfg``).
         progress: reports the passes (default: tqdm bars unless ``quiet``).
+        batcher: solve the simulations together with other runs' (an ensemble member; see
+            :func:`neurodfc.ensemble.train_ensemble`); None: on their own.
+        data: the data splits of ``cfg`` (None: loaded from its ``[data]`` section).
 
     Returns:
         The :class:`RunResult` (folder, metrics Dataset with dim ``epoch``, trained system).
@@ -284,7 +291,16 @@ def train(
                 )
             ckpt = _load_for_resume(path, cfg, log)
         cbs = default_callbacks(cfg) if callbacks is None else callbacks
-        trainer = Trainer(cfg, path, quiet=quiet, log=log, callbacks=cbs, progress=progress)
+        trainer = Trainer(
+            cfg,
+            path,
+            quiet=quiet,
+            log=log,
+            callbacks=cbs,
+            progress=progress,
+            batcher=batcher,
+            data=data,
+        )
         if ckpt is not None:
             trainer.restore(ckpt)
         try:

@@ -20,11 +20,16 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
 """Suffix of the temp files of :func:`atomic_write` (their prefix is ``.<target name>.``)."""
+
+NETCDF_LOCK = threading.RLock()
+"""Serialises netCDF reads and writes within the process: the netCDF/HDF5 C libraries are not
+thread-safe, and an ensemble's members (:mod:`neurodfc.ensemble`) write from their own threads."""
 
 
 class RunDirError(ValueError):

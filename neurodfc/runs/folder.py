@@ -27,7 +27,7 @@ import xarray as xr
 
 from neurodfc.config import ExperimentConfig, FeedbackLearningConfig, SimulationConfig
 from neurodfc.methods import get_method
-from neurodfc.runs.files import RunDirError
+from neurodfc.runs.files import NETCDF_LOCK, RunDirError
 
 CHECKPOINT = "checkpoint.pt"
 """File name of a run's checkpoint (weights, optimisers, RNG states, metrics so far)."""
@@ -122,7 +122,7 @@ def read_results(path: str | Path) -> xr.Dataset:
     if not p.is_file():
         raise ResultsFileError(f"{p}: no such results file")
     try:
-        with xr.open_dataset(p) as ds:
+        with NETCDF_LOCK, xr.open_dataset(p) as ds:
             return ds.load()
     except Exception as err:
         text = str(err).strip()

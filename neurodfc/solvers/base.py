@@ -83,6 +83,14 @@ class Problem:
         )
 
 
+class Batcher(Protocol):
+    """Solves a system's problems together with other systems' (an ensemble's members)."""
+
+    def solve(self, problem: Problem) -> Solution:
+        """Simulate ``problem`` (possibly batched with other members' problems)."""
+        ...
+
+
 class Solver(Protocol):
     """A registered solver."""
 

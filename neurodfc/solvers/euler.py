@@ -22,7 +22,7 @@ from neurodfc.core.solution import (
     record_steps,
 )
 from neurodfc.core.teaching import teaching_signal_into
-from neurodfc.fastpath import FusedSettings, run_fused
+from neurodfc.fastpath import EulerRun, FusedSettings, run_fused
 from neurodfc.solvers.base import Problem
 
 
@@ -32,15 +32,10 @@ class EulerReference:
     def solve(self, problem: Problem) -> Solution:
         """Simulate ``problem`` (see the module docstring)."""
         p = problem
-        loop = p.loop()
-        run = _fused(p) if p.builtin else _generic(p, loop)
-        pi = p.pi
-        return build_solution(
-            run, p.r_target, loop.v_ff, loop.r_ff, alpha=pi.alpha, leak=pi.leak, sim=p.sim
-        )
+        return finish(p, _fused(p) if p.builtin else _generic(p, p.loop()))
 
 
-def _settings(p: Problem, rec: list[int]) -> FusedSettings:
+def fused_settings(p: Problem, rec: list[int]) -> FusedSettings:
     """The fused run's settings for the problem, recording the time points ``rec``."""
     sim, pi = p.sim, p.pi
     return FusedSettings(
@@ -69,8 +64,7 @@ def _settings(p: Problem, rec: list[int]) -> FusedSettings:
 def _fused(p: Problem) -> RawRun:
     """:func:`neurodfc.fastpath.run_fused` on the problem (PI controller, built-in neurons)."""
     sim, pi = p.sim, p.pi
-    T = sim.n_steps
-    rec = record_steps(T, sim.record_every) if p.record else [0, T - 1]
+    rec = recorded_steps(p)
     r_ff_out = p.net(p.x)
     e0_norm = torch.linalg.vector_norm(p.r_target - r_ff_out, dim=1)
 
@@ -80,7 +74,7 @@ def _fused(p: Problem) -> RawRun:
         )
         return status == int(Status.CONVERGED)
 
-    cfg = _settings(p, rec)
+    cfg = fused_settings(p, rec)
     run = run_fused(
         p.net,
         p.x,
@@ -90,10 +84,28 @@ def _fused(p: Problem) -> RawRun:
         converged=converged,
         noise_source=p.noise_source,
     )
+    return raw_run(p, run, rec)
+
+
+def recorded_steps(p: Problem) -> list[int]:
+    """The time points the problem records (every ``record_every``-th, or the two ends)."""
+    T = p.sim.n_steps
+    return record_steps(T, p.sim.record_every) if p.record else [0, T - 1]
+
+
+def raw_run(p: Problem, run: EulerRun, rec: list[int]) -> RawRun:
+    """The :class:`RawRun` of a fused run of the problem ``p`` that recorded ``rec``.
+
+    Args:
+        p: the problem.
+        run: its fused run (one member's part of an ensemble's run).
+        rec: the recorded time points.
+    """
+    T = p.sim.n_steps
     acc = Accumulator(W=run.acc_W, b=run.acc_b, count=T) if p.accumulate is not None else None
     fb = Accumulator(W=run.acc_Q, b=[], count=T - 1) if p.accumulate_feedback else None
     return RawRun(
-        t=torch.tensor(rec, dtype=p.x.dtype) * sim.dt,
+        t=torch.tensor(rec, dtype=p.x.dtype) * p.sim.dt,
         r_out=run.r_rec,
         u=run.u_rec,
         e=run.e_rec,
@@ -108,6 +120,15 @@ def _fused(p: Problem) -> RawRun:
         nfe=run.steps_run,
         accumulator=acc,
         feedback_accumulator=fb,
+    )
+
+
+def finish(p: Problem, run: RawRun) -> Solution:
+    """The :class:`Solution` of the problem's raw run (the per-sample status included)."""
+    loop = p.loop()
+    pi = p.pi
+    return build_solution(
+        run, p.r_target, loop.v_ff, loop.r_ff, alpha=pi.alpha, leak=pi.leak, sim=p.sim
     )
 
 

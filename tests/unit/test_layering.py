@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "report/sweep/cli",
         (
             "neurodfc.training",
+            "neurodfc.ensemble",
             "neurodfc.strong.training",
             "neurodfc.report",
             "neurodfc.sweep",

@@ -1,0 +1,195 @@
+"""Several simulation problems solved together: the members of an ensemble
+(:func:`neurodfc.ensemble.train_ensemble`) that simulate at the same moment.
+
+Problems that can share one run of the fused reference scheme (:func:`batch_key`: the same
+solver settings, layer structure, batch shape and recording; the built-in neurons and PI
+controller; no early stop and no Ornstein-Uhlenbeck noise) are stacked along a leading member
+dimension and simulated as one system: per-member weights, inputs, targets, noise (each
+member draws from its own generator, exactly what it would draw alone) and scalars (``alpha``,
+``k_p``, ``tau_v / tau_u``, the noise levels, shared values stay Python floats). Every other
+problem is solved on its own by its registered solver. Either way each member gets the
+:class:`~neurodfc.core.solution.Solution` it would get alone (to rounding: batched products
+instead of single ones; ``tests/unit/test_ensemble_solve.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
+
+import torch
+
+from neurodfc.core.noise import GaussianNoise, NoiseSource
+from neurodfc.core.solution import Solution
+from neurodfc.fastpath import EulerRun, run_fused
+from neurodfc.fastpath.ops import Scalar
+from neurodfc.fastpath.stack import StackedNetwork
+from neurodfc.solvers.base import Problem, get_solver
+from neurodfc.solvers.euler import finish, fused_settings, raw_run, recorded_steps
+
+
+def batch_key(p: Problem) -> Hashable | None:
+    """What problems must share to be simulated as one batched system (None: ``p`` is solved
+    on its own).
+
+    Args:
+        p: a simulation problem.
+    """
+    sim = p.sim
+    if sim.solver != "euler_reference" or not p.builtin or sim.early_stop:
+        return None
+    if p.noise_tau is not None:
+        return None
+    net = p.net
+    return (
+        tuple(net.sizes),
+        tuple(net.act_names),
+        net.has_bias,
+        tuple(p.x.shape),
+        tuple(p.r_target.shape),
+        p.x.dtype,
+        p.x.device,
+        sim.dt,
+        sim.n_steps,
+        tuple(recorded_steps(p)),
+        sim.inst_transmission,
+        sim.proactive_controller,
+        sim.inst_system_dynamics,
+        p.pi.leak,
+        p.record_v,
+        p.record_apical,
+        p.accumulate,
+        p.accumulate_feedback,
+        p.noisy,
+        p.apical_tau,
+        p.error,
+    )
+
+
+def solve_together(problems: Sequence[Problem]) -> list[Solution | BaseException]:
+    """Solve ``problems``: compatible ones as one batched system, the others one by one.
+
+    Args:
+        problems: the problems (e.g. one per ensemble member).
+
+    Returns:
+        Per problem its :class:`Solution`, or the exception its solving raised (an error in
+        one group never reaches another).
+    """
+    groups: dict[Hashable, list[int]] = {}
+    alone: list[int] = []
+    for k, p in enumerate(problems):
+        key = batch_key(p)
+        if key is None:
+            alone.append(k)
+        else:
+            groups.setdefault(key, []).append(k)
+    out: list[Solution | BaseException | None] = [None] * len(problems)
+    for members in groups.values():
+        if len(members) == 1:
+            alone.extend(members)
+            continue
+        try:
+            sols: list[Solution | BaseException] = list(
+                solve_stacked([problems[k] for k in members])
+            )
+        except Exception as err:  # noqa: BLE001 - reported to each member of the group
+            sols = [err] * len(members)
+        for k, sol in zip(members, sols, strict=True):
+            out[k] = sol
+    for k in alone:
+        p = problems[k]
+        try:
+            out[k] = get_solver(p.sim.solver).solve(p)
+        except Exception as err:  # noqa: BLE001 - reported to its member
+            out[k] = err
+    return [o for o in out if o is not None]
+
+
+class StackedNoise:
+    """The members' noise sources drawn together: their next normals stacked [M, B, N].
+
+    Args:
+        sources: one source per member (each draws exactly what it would draw alone).
+    """
+
+    def __init__(self, sources: Sequence[NoiseSource]) -> None:
+        self.sources = list(sources)
+
+    def next(self) -> torch.Tensor:
+        """The next step's normals of every member [M, B, N]."""
+        return torch.stack([s.next() for s in self.sources])
+
+
+def _per_member(values: list[float], like: torch.Tensor) -> Scalar:
+    """One shared float when the members agree, else a tensor [M, 1, 1]."""
+    if all(v == values[0] for v in values):
+        return float(values[0])
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, 1, 1)
+
+
+def solve_stacked(problems: Sequence[Problem]) -> list[Solution]:
+    """Problems with the same :func:`batch_key` as one run of the fused scheme.
+
+    Args:
+        problems: at least one problem; all with the same batch key.
+
+    Returns:
+        Each problem's :class:`Solution`.
+    """
+    first = problems[0]
+    keys = {batch_key(p) for p in problems}
+    if len(keys) != 1 or None in keys:
+        raise ValueError("solve_stacked needs problems with one batch key")
+    rec = recorded_steps(first)
+    x = torch.stack([p.x for p in problems])
+    r_target = torch.stack([p.r_target for p in problems])
+    net = StackedNetwork([p.net for p in problems])
+    cfg = replace(
+        fused_settings(first, rec),
+        alpha=_per_member([p.pi.alpha for p in problems], x),
+        k_p=_per_member([p.pi.k_p for p in problems], x),
+        tau_ratio=_per_member([p.tau_ratio for p in problems], x),
+        noise=(
+            _per_member([p.noise[0] for p in problems], x),
+            _per_member([p.noise[1] for p in problems], x),
+        ),
+    )
+    src = None
+    if first.noisy:
+        B, N = first.x.shape[0], sum(first.net.sizes[1:])
+        T = first.sim.n_steps
+        src = StackedNoise(
+            [
+                p.noise_source or GaussianNoise((B, N), p.x.dtype, p.x.device, p.generator, T - 1)
+                for p in problems
+            ]
+        )
+    run = run_fused(net, x, r_target, cfg, noise_source=src)
+    return [finish(p, raw_run(p, member_run(run, m), rec)) for m, p in enumerate(problems)]
+
+
+def member_run(run: EulerRun, m: int) -> EulerRun:
+    """Member ``m``'s part of an ensemble's fused run (views, no copies).
+
+    Args:
+        run: the ensemble's run (leading member dimension; records [n_rec, M, ...]).
+        m: the member.
+    """
+    return EulerRun(
+        v=[t[m] for t in run.v],
+        r=[t[m] for t in run.r],
+        vb=[t[m] for t in run.vb],
+        u=run.u[m],
+        u_int=run.u_int[m],
+        rec_steps=run.rec_steps,
+        r_rec=run.r_rec[:, m],
+        u_rec=run.u_rec[:, m],
+        e_rec=run.e_rec[:, m],
+        v_rec=[t[:, m] for t in run.v_rec],
+        steps_run=run.steps_run,
+        a_rec=[t[:, m] for t in run.a_rec],
+        acc_W=[t[m] for t in run.acc_W],
+        acc_b=[t[m] for t in run.acc_b],
+        acc_Q=[t[m] for t in run.acc_Q],
+    )
