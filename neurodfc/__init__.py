@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "simulate_experiment": "neurodfc.experiment",
     "get_method": "neurodfc.methods",
     "train": "neurodfc.training",
+    "train_ensemble": "neurodfc.ensemble",
     "load_run": "neurodfc.training",
 }
 _SUBPACKAGES = ("analysis", "methods", "data", "strong", "components")

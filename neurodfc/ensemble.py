@@ -85,6 +85,7 @@ def train_ensemble(
     *,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    workers: int = 1,
 ) -> EnsembleResult:
     """Train every config of ``configs`` as one ensemble (see the module docstring).
 
@@ -95,6 +96,9 @@ def train_ensemble(
             exactly, as :func:`neurodfc.training.train` with ``resume``); members whose folder
             holds no checkpoint start afresh.
         log: receives each member's epoch lines, prefixed with its folder's name.
+        workers: threads that simulate independent groups of members at the same time (e.g.
+            the DFC and the DFC-SS members of Fig. 3 on two cores); the results do not depend
+            on it.
 
     Returns:
         The :class:`EnsembleResult`; a member stopped by a fault (non-finite values, diverging
@@ -126,7 +130,7 @@ def train_ensemble(
         raise ValueError(f"train_ensemble: {len(cfgs)} configs but {len(paths)} run folders")
     shared: dict[str, DataSplits] = {}
     data_lock = threading.Lock()
-    batcher = SimulationBatcher(len(cfgs))
+    batcher = SimulationBatcher(len(cfgs), workers)
     runs: list[RunResult | None] = [None] * len(cfgs)
     errors: list[BaseException | None] = [None] * len(cfgs)
 

@@ -29,9 +29,12 @@ class SimulationBatcher:
     Args:
         members: the number of members that will train (each calls :meth:`leave` when it
             stops).
+        workers: threads that solve independent groups of problems at the same time (see
+            :func:`~neurodfc.solvers.ensemble.solve_together`).
     """
 
-    def __init__(self, members: int) -> None:
+    def __init__(self, members: int, workers: int = 1) -> None:
+        self.workers = workers
         self._cv = threading.Condition()
         self._live = members
         self._ids = itertools.count()
@@ -84,7 +87,7 @@ class SimulationBatcher:
             return
         items = list(self._pending.items())
         self._pending.clear()
-        results = solve_together([p for _, p in items])
+        results = solve_together([p for _, p in items], self.workers)
         for (key, _), res in zip(items, results, strict=True):
             self._done[key] = res
         self.rounds += 1

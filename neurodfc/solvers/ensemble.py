@@ -15,6 +15,7 @@ instead of single ones; ``tests/unit/test_ensemble_solve.py``).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import torch
@@ -66,43 +67,47 @@ def batch_key(p: Problem) -> Hashable | None:
     )
 
 
-def solve_together(problems: Sequence[Problem]) -> list[Solution | BaseException]:
+def solve_together(problems: Sequence[Problem], workers: int = 1) -> list[Solution | BaseException]:
     """Solve ``problems``: compatible ones as one batched system, the others one by one.
 
     Args:
         problems: the problems (e.g. one per ensemble member).
+        workers: threads that solve the groups (and the lone problems) at the same time
+            (1: one after another); the results do not depend on it.
 
     Returns:
         Per problem its :class:`Solution`, or the exception its solving raised (an error in
         one group never reaches another).
     """
     groups: dict[Hashable, list[int]] = {}
-    alone: list[int] = []
+    units: list[list[int]] = []
     for k, p in enumerate(problems):
         key = batch_key(p)
         if key is None:
-            alone.append(k)
+            units.append([k])
         else:
             groups.setdefault(key, []).append(k)
+    units.extend(groups.values())
     out: list[Solution | BaseException | None] = [None] * len(problems)
-    for members in groups.values():
-        if len(members) == 1:
-            alone.extend(members)
-            continue
+
+    def solve_unit(members: list[int]) -> None:
         try:
-            sols: list[Solution | BaseException] = list(
-                solve_stacked([problems[k] for k in members])
-            )
-        except Exception as err:  # noqa: BLE001 - reported to each member of the group
+            if len(members) == 1:
+                p = problems[members[0]]
+                sols: list[Solution | BaseException] = [get_solver(p.sim.solver).solve(p)]
+            else:
+                sols = list(solve_stacked([problems[k] for k in members]))
+        except Exception as err:  # noqa: BLE001 - reported to each member of the unit
             sols = [err] * len(members)
         for k, sol in zip(members, sols, strict=True):
             out[k] = sol
-    for k in alone:
-        p = problems[k]
-        try:
-            out[k] = get_solver(p.sim.solver).solve(p)
-        except Exception as err:  # noqa: BLE001 - reported to its member
-            out[k] = err
+
+    if workers > 1 and len(units) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(units))) as pool:
+            list(pool.map(solve_unit, units))
+    else:
+        for unit in units:
+            solve_unit(unit)
     return [o for o in out if o is not None]
 
 

@@ -84,9 +84,16 @@ def test_members_equal_separate_runs(tmp_path: Path, stacked_calls: list[int]) -
 
 
 def test_mixed_methods_and_fixed_feedback(tmp_path: Path) -> None:
-    """DFC-SS and fixed-feedback DFC in one ensemble (batched where they can be)."""
-    cfgs = [_cfg("fig3_dfc_ss"), _cfg("fig3_fixed_dfc"), _cfg("fig3_fixed_dfc", "seed=9")]
-    res = train_ensemble(cfgs, tmp_path / "ens", log=lambda line: None)
+    """DFC-SS, fixed-feedback DFC and DFC-SSA in one ensemble (batched where they can be),
+    independent groups solved by two threads."""
+    cfgs = [
+        _cfg("fig3_dfc_ss"),
+        _cfg("fig3_dfc_ss", "seed=12"),
+        _cfg("fig3_fixed_dfc"),
+        _cfg("fig3_fixed_dfc", "seed=9"),
+        _cfg("fig3_dfc_ssa"),
+    ]
+    res = train_ensemble(cfgs, tmp_path / "ens", log=lambda line: None, workers=2)
     assert res.ok, res.errors
     for k, cfg in enumerate(cfgs):
         train(cfg, tmp_path / f"alone_{k}", quiet=True, log=lambda line: None)
