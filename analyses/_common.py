@@ -74,6 +74,35 @@ def train_all(jobs: Sequence[tuple[ExperimentConfig, Path]], processes: int = 1)
         return [Path(p) for p in pool.map(_train_one, work)]
 
 
+def train_as_ensemble(
+    jobs: Sequence[tuple[ExperimentConfig, Path]], workers: int = 1, verbose: bool = True
+) -> list[Path]:
+    """Train every ``(config, run folder)`` as one ensemble (:func:`neurodfc.train_ensemble`:
+    the members' compatible simulations run as one batched system, each member equal to its
+    run alone); folders holding a checkpoint of the same config are resumed. ``workers``
+    threads simulate independent groups of members (e.g. DFC and DFC-SS) at the same time.
+
+    Raises:
+        RuntimeError: a member stopped with an error (the others finished).
+    """
+    from neurodfc.ensemble import train_ensemble
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    res = train_ensemble(
+        [cfg for cfg, _ in jobs],
+        [out for _, out in jobs],
+        resume=True,
+        log=say if verbose else (lambda line: None),
+        workers=workers,
+    )
+    say(f"  trained {len(jobs)} runs as one ensemble in {time.perf_counter() - t0:.0f} s")
+    failed = [f"{p}: {e}" for p, e in zip(res.paths, res.errors, strict=True) if e is not None]
+    if failed:
+        raise RuntimeError("ensemble members failed: " + "; ".join(failed))
+    return list(res.paths)
+
+
 def stack_runs(paths: dict[str, Path]) -> xr.Dataset:
     """The ``metrics.nc`` of several runs stacked along a new dim ``run`` (outer join: a metric
     missing from a run is NaN there)."""

@@ -16,6 +16,11 @@ recorded apical voltages ``apical_norm_final``, ``dist_lemma1_apical`` per layer
 (``--epochs`` extends it).
 ``--quick``: 128 training samples, 3 epochs, 150 simulation steps, every minibatch logged.
 
+The seven runs train as one ensemble (:func:`neurodfc.train_ensemble`): the trained- and
+fixed-feedback variants of DFC (and of DFC-SS) share their simulations as one batched system,
+each run equal to its run alone; ``--jobs 2`` simulates the DFC and the DFC-SS group on two
+threads; ``--no-ensemble`` trains them one by one (or in ``--jobs`` processes).
+
 Writes ``fig3.nc`` (every run's metrics stacked along dim ``run``) and ``fig3.png`` (the six
 panels, rolling mean +- std over a window of 30 logs).
 """
@@ -27,7 +32,7 @@ import sys
 
 import numpy as np
 import xarray as xr
-from _common import model, outputs, parser, say, stack_runs, train_all
+from _common import model, outputs, parser, say, stack_runs, train_all, train_as_ensemble
 
 from neurodfc.figures import FIG3_PANELS, plot_fig3_panels
 from neurodfc.results import write_netcdf
@@ -119,7 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("fig3", __doc__ or "")
     p.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of runs")
     p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="threads simulating independent groups of the ensemble (with --no-ensemble: "
+        "runs trained in parallel processes)",
+    )
+    p.add_argument(
+        "--no-ensemble",
+        action="store_true",
+        help="train the runs one by one (or in --jobs processes) instead of as one ensemble",
+    )
     p.add_argument(
         "--collect",
         action="store_true",
@@ -143,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         if not paths:
             p.error(f"no runs to collect under {args.out / 'fig3_runs'}")
     else:
-        say(f"fig3: training {len(jobs)} runs ({'quick' if args.quick else 'full'})")
-        paths = train_all(jobs, processes=args.jobs)
+        mode = "quick" if args.quick else "full"
+        if args.no_ensemble:
+            say(f"fig3: training {len(jobs)} runs ({mode})")
+            paths = train_all(jobs, processes=args.jobs)
+        else:
+            say(f"fig3: training {len(jobs)} runs as one ensemble ({mode})")
+            paths = train_as_ensemble(jobs, workers=args.jobs, verbose=not args.quick)
     ds = stack_runs({n.removeprefix("fig3_"): pth for n, pth in zip(names, paths, strict=True)})
     if args.epochs is not None:  # runs resumed from longer ones: compare the same epochs
         ds = ds.isel(epoch=ds["epoch"].values <= args.epochs)
