@@ -7,9 +7,10 @@ quadrature points (ETDRK4, the Runge-Kutta weights folded into ``d``)::
 
 Summing one product per point is slow; :class:`ChunkedSums` keeps the rates ``r_i`` and signals
 ``d_i`` of a chunk of points in slot buffers (the solver writes its state's rates straight into
-them) and adds a whole chunk with one ``[n_i, K B] @ [K B, n_{i-1} + 1]`` product per layer: the
-presynaptic rates carry a column of ones, so the same product yields the bias sums. Layer 1's
-input ``r_0`` is constant: its ``d_1`` is summed over the points and multiplied by ``r_0`` once.
+them; each slot is a contiguous ``[B, n_i]`` block) and adds a whole chunk with one
+``[n_i, K B] @ [K B, n_{i-1}]`` product per layer and one sum of ``d_i`` over the chunk for the
+bias. Layer 1's input ``r_0`` is constant: its ``d_1`` is summed over the points and multiplied
+by ``r_0`` once.
 
 An ensemble (:mod:`neurodfc.solvers.ensemble`) adds a leading member dimension ``lead = (M,)``
 to every buffer and sum; the chunk products become batched products, one per member.
@@ -48,17 +49,8 @@ class ChunkedSums:
         self.accumulate = accumulate
         self.lead = lead
         dt, dev = like.dtype, like.device
-        ones = [accumulate and i < L - 1 for i in range(L)]
-        self.R_full = [
-            torch.empty((*lead, slots, batch, n + int(ones[i])), dtype=dt, device=dev)
-            for i, n in enumerate(sizes)
-        ]
-        for i in range(L):
-            if ones[i]:
-                self.R_full[i][..., -1] = 1.0
-        self.rates = [
-            [self.R_full[i][..., k, :, :n] for k in range(slots)] for i, n in enumerate(sizes)
-        ]
+        self.R = [torch.empty((*lead, slots, batch, n), dtype=dt, device=dev) for n in sizes]
+        self.rates = [[R[..., k, :, :] for k in range(slots)] for R in self.R]
         self.D = (
             [torch.empty((*lead, slots, batch, n), dtype=dt, device=dev) for n in sizes]
             if accumulate
@@ -66,10 +58,10 @@ class ChunkedSums:
         )
         self.signals = [[D[..., k, :, :] for k in range(slots)] for D in self.D]
         self.acc_d1 = torch.zeros((*lead, batch, sizes[0]), dtype=dt, device=dev)
-        self.acc_aug = [torch.zeros((*lead, sizes[0], 1), dtype=dt, device=dev)] + [
-            torch.zeros((*lead, sizes[i], sizes[i - 1] + 1), dtype=dt, device=dev)
-            for i in range(1, L)
+        self.acc_W = [torch.zeros((*lead, sizes[0], 0), dtype=dt, device=dev)] + [
+            torch.zeros((*lead, sizes[i], sizes[i - 1]), dtype=dt, device=dev) for i in range(1, L)
         ]
+        self.acc_b = [torch.zeros((*lead, n), dtype=dt, device=dev) for n in sizes]
 
     def flush(self, lo: int, hi: int, dead: torch.Tensor | None = None) -> None:
         """Add slots ``lo..hi-1`` to the sums; the rows of ``dead`` samples [B] (bool) are
@@ -80,17 +72,17 @@ class ChunkedSums:
             assert not self.lead, "per-sample freezing is not batched over members"
             for i in range(self.L):
                 self.D[i][lo:hi, dead] = 0.0
-                self.R_full[i][lo:hi, dead] = 0.0
+                self.R[i][lo:hi, dead] = 0.0
         lead = self.lead
         self.acc_d1.add_(self.D[0][..., lo:hi, :, :].sum(-3))
         for i in range(1, self.L):
             Di = self.D[i][..., lo:hi, :, :].reshape(*lead, -1, self.sizes[i])
-            Rfull = self.R_full[i - 1]
-            Ri = Rfull[..., lo:hi, :, :].reshape(*lead, -1, Rfull.shape[-1])
+            Ri = self.R[i - 1][..., lo:hi, :, :].reshape(*lead, -1, self.sizes[i - 1])
             if lead:
-                self.acc_aug[i].baddbmm_(Di.transpose(-1, -2), Ri)
+                self.acc_W[i].baddbmm_(Di.transpose(-1, -2), Ri)
             else:
-                self.acc_aug[i].addmm_(Di.t(), Ri)
+                self.acc_W[i].addmm_(Di.t(), Ri)
+            self.acc_b[i].add_(Di.sum(-2))
 
     def add_repeated(self, d_slot: int, r_slot: int, times: int) -> None:
         """Add the signals of slot ``d_slot`` paired with the rates of slot ``r_slot``,
@@ -98,16 +90,17 @@ class ChunkedSums:
         assert not self.lead, "early termination is not batched over members"
         self.acc_d1.add_(self.signals[0][d_slot], alpha=times)
         for i in range(1, self.L):
-            r = self.R_full[i - 1][r_slot]
-            self.acc_aug[i].addmm_(self.signals[i][d_slot].t(), r, alpha=times)
+            d = self.signals[i][d_slot]
+            self.acc_W[i].addmm_(d.t(), self.rates[i - 1][r_slot], alpha=times)
+            self.acc_b[i].add_(d.sum(0), alpha=times)
 
     def totals(
         self, x: torch.Tensor, scale: list[float] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(W, b)`` per layer: the sums so far, layer 1 paired with the input ``x``
         [*lead, B, n_0]; ``scale`` multiplies each layer's sums (None: 1)."""
-        W = [self.acc_d1.transpose(-1, -2) @ x] + [a[..., :-1] for a in self.acc_aug[1:]]
-        b = [self.acc_d1.sum(-2)] + [a[..., -1] for a in self.acc_aug[1:]]
+        W = [self.acc_d1.transpose(-1, -2) @ x, *self.acc_W[1:]]
+        b = [self.acc_d1.sum(-2), *self.acc_b[1:]]
         for i, s in enumerate(scale or []):
             if s != 1.0:
                 W[i] = W[i] * s
