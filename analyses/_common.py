@@ -77,30 +77,44 @@ def train_all(jobs: Sequence[tuple[ExperimentConfig, Path]], processes: int = 1)
 def train_as_ensemble(
     jobs: Sequence[tuple[ExperimentConfig, Path]], workers: int = 1, verbose: bool = True
 ) -> list[Path]:
-    """Train every ``(config, run folder)`` as one ensemble (:func:`neurodfc.train_ensemble`:
-    the members' compatible simulations run as one batched system, each member equal to its
-    run alone); folders holding a checkpoint of the same config are resumed. ``workers``
-    threads simulate independent groups of members (e.g. DFC and DFC-SS) at the same time.
+    """Train every ``(config, run folder)`` in ensembles (:func:`neurodfc.train_ensemble`: the
+    members' compatible simulations run as one batched system, each member equal to its run
+    alone); folders holding a checkpoint of the same config are resumed.
+
+    Members with the same schedule (feedback learned or fixed) form one ensemble, so that
+    their simulations meet in lockstep; the ensembles run at the same time on ``workers``
+    threads (one per ensemble at most).
 
     Raises:
         RuntimeError: a member stopped with an error (the others finished).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from neurodfc.ensemble import train_ensemble
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    res = train_ensemble(
-        [cfg for cfg, _ in jobs],
-        [out for _, out in jobs],
-        resume=True,
-        log=say if verbose else (lambda line: None),
-        workers=workers,
+    groups: dict[bool, list[tuple[ExperimentConfig, Path]]] = {}
+    for cfg, out in jobs:
+        groups.setdefault(cfg.feedback.learned, []).append((cfg, out))
+
+    def run(group: list[tuple[ExperimentConfig, Path]]) -> list[str]:
+        res = train_ensemble(
+            [cfg for cfg, _ in group],
+            [out for _, out in group],
+            resume=True,
+            log=say if verbose else (lambda line: None),
+        )
+        return [f"{p}: {e}" for p, e in zip(res.paths, res.errors, strict=True) if e]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups)))) as pool:
+        failed = [f for errs in pool.map(run, groups.values()) for f in errs]
+    say(
+        f"  trained {len(jobs)} runs in {len(groups)} ensembles in {time.perf_counter() - t0:.0f} s"
     )
-    say(f"  trained {len(jobs)} runs as one ensemble in {time.perf_counter() - t0:.0f} s")
-    failed = [f"{p}: {e}" for p, e in zip(res.paths, res.errors, strict=True) if e is not None]
     if failed:
         raise RuntimeError("ensemble members failed: " + "; ".join(failed))
-    return list(res.paths)
+    return [out for _, out in jobs]
 
 
 def stack_runs(paths: dict[str, Path]) -> xr.Dataset:

@@ -16,10 +16,11 @@ recorded apical voltages ``apical_norm_final``, ``dist_lemma1_apical`` per layer
 (``--epochs`` extends it).
 ``--quick``: 128 training samples, 3 epochs, 150 simulation steps, every minibatch logged.
 
-The seven runs train as one ensemble (:func:`neurodfc.train_ensemble`): the trained- and
-fixed-feedback variants of DFC (and of DFC-SS) share their simulations as one batched system,
-each run equal to its run alone; ``--jobs 2`` simulates the DFC and the DFC-SS group on two
-threads; ``--no-ensemble`` trains them one by one (or in ``--jobs`` processes).
+The seven runs train in two ensembles (:func:`neurodfc.train_ensemble`), one per schedule:
+trained feedback (DFC, DFC-SS, DFC-SSA: their sleep-phase simulations stacked, and DFC's and
+DFC-SS's forward simulations stacked) and fixed feedback (DFC, DFC-SS stacked; DFC-SSA and DFA
+alongside); each run equals its run alone. ``--jobs 2`` runs the two ensembles at the same
+time; ``--no-ensemble`` trains the runs one by one (or in ``--jobs`` processes).
 
 Writes ``fig3.nc`` (every run's metrics stacked along dim ``run``) and ``fig3.png`` (the six
 panels, rolling mean +- std over a window of 30 logs).
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=1,
-        help="threads simulating independent groups of the ensemble (with --no-ensemble: "
-        "runs trained in parallel processes)",
+        help="ensembles trained at the same time (with --no-ensemble: runs trained in "
+        "parallel processes)",
     )
     p.add_argument(
         "--no-ensemble",
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"fig3: training {len(jobs)} runs ({mode})")
             paths = train_all(jobs, processes=args.jobs)
         else:
-            say(f"fig3: training {len(jobs)} runs as one ensemble ({mode})")
+            say(f"fig3: training {len(jobs)} runs in ensembles ({mode})")
             paths = train_as_ensemble(jobs, workers=args.jobs, verbose=not args.quick)
     ds = stack_runs({n.removeprefix("fig3_"): pth for n, pth in zip(names, paths, strict=True)})
     if args.epochs is not None:  # runs resumed from longer ones: compare the same epochs

@@ -146,6 +146,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """``neurodfc sweep``: train every (grid point x seed) of the parsed ``args`` on
     dask.distributed; exit 1 when a run failed."""
     from neurodfc.sweep import (
+        DEFAULT_MAX_MEMBERS,
         InvalidGridError,
         MissingDependencyError,
         parse_grid,
@@ -167,6 +168,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be >= 1 and cannot be combined with --scheduler")
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")
+    if args.max_members is not None and args.max_members < 1:
+        raise UsageError(f"--max-members must be >= 1, got {args.max_members}")
+    if args.max_members is not None and not args.ensemble:
+        raise UsageError("--max-members needs --ensemble")
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
@@ -185,6 +190,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         retries=args.retries,
         quiet=args.quiet,
+        ensemble=args.ensemble,
+        max_members=args.max_members or DEFAULT_MAX_MEMBERS,
     )
     if report.failed:
         print(
@@ -274,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retries", type=int, default=2, help="re-runs of a task whose worker died (default 2)"
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="train runs that can share their simulations as ensembles (same outputs, faster)",
+    )
+    p.add_argument(
+        "--max-members",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most runs of one ensemble (default 35; with --ensemble)",
     )
     p.add_argument("--out", type=Path, required=True, help="sweep folder (SWEEP_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (for logs)")

@@ -10,7 +10,12 @@ as one system (:mod:`neurodfc.solvers.ensemble`), the rest are solved one by one
 therefore equals the same run trained alone (``tests/integration/test_ensemble.py``), and the
 outputs do not show how it ran.
 
-Members batch when they share the method, the layer sizes and activations, the batch size,
+The members meet at every simulation: the whole ensemble advances at the pace of its slowest
+simulation each round, so members with the same schedule (the same method and feedback
+learning) make the best ensembles; members that do not simulate while they train (DFC-SSA with
+fixed feedback, BP, DFA) train alongside without meeting.
+
+Members batch when they share the layer sizes and activations, the batch size,
 the simulation's ``dt``, ``steps`` and flags (what :func:`neurodfc.solvers.ensemble.batch_key`
 compares); the scalars and seeds may differ. See ``docs/ensembles.md``.
 """
@@ -26,6 +31,7 @@ from pathlib import Path
 from neurodfc.config import ExperimentConfig, load_config
 from neurodfc.data import DataSplits
 from neurodfc.experiment import load_data
+from neurodfc.methods import get_method
 from neurodfc.solvers.batcher import EnsembleAborted, SimulationBatcher
 from neurodfc.trainer import RunResult
 from neurodfc.training import train
@@ -79,6 +85,12 @@ def _data_key(cfg: ExperimentConfig) -> str:
     )
 
 
+def _simulates(cfg: ExperimentConfig) -> bool:
+    """Whether a member simulates while it trains (its method, or a learned feedback's sleep
+    phase); the analysis logging of the others simulates on its own."""
+    return get_method(cfg.method.name).capabilities.simulates or cfg.feedback.learned
+
+
 def train_ensemble(
     configs: Sequence[ExperimentConfig | str | Path],
     out: str | Path | Sequence[str | Path],
@@ -130,7 +142,10 @@ def train_ensemble(
         raise ValueError(f"train_ensemble: {len(cfgs)} configs but {len(paths)} run folders")
     shared: dict[str, DataSplits] = {}
     data_lock = threading.Lock()
-    batcher = SimulationBatcher(len(cfgs), workers)
+    # only members that simulate during training meet at the batcher: the others (DFC-SSA
+    # with fixed feedback, BP, DFA) would hold the rest up while they train
+    meets = [_simulates(cfg) for cfg in cfgs]
+    batcher = SimulationBatcher(sum(meets), workers)
     runs: list[RunResult | None] = [None] * len(cfgs)
     errors: list[BaseException | None] = [None] * len(cfgs)
 
@@ -156,13 +171,14 @@ def train_ensemble(
                 resume=resume and not fresh,
                 quiet=True,
                 log=member_log,
-                batcher=batcher,
+                batcher=batcher if meets[k] else None,
                 data=data_of(cfg),
             )
         except BaseException as err:  # noqa: BLE001 - reported per member, the others go on
             errors[k] = err
         finally:
-            batcher.leave()
+            if meets[k]:
+                batcher.leave()
 
     threads = [
         threading.Thread(target=member, args=(k,), name=f"neurodfc-member-{k}", daemon=True)

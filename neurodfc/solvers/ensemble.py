@@ -3,7 +3,8 @@
 
 Problems that can share one run of the fused reference scheme (:func:`batch_key`: the same
 solver settings, layer structure, batch shape and recording; the built-in neurons and PI
-controller; no early stop and no Ornstein-Uhlenbeck noise) are stacked along a leading member
+controller; no early stop and no Ornstein-Uhlenbeck noise; one forward rule summed, problems
+that sum none ride along) are stacked along a leading member
 dimension and simulated as one system: per-member weights, inputs, targets, noise (each
 member draws from its own generator, exactly what it would draw alone) and scalars (``alpha``,
 ``k_p``, ``tau_v / tau_u``, the noise levels, shared values stay Python floats). Every other
@@ -59,7 +60,6 @@ def batch_key(p: Problem) -> Hashable | None:
         p.pi.leak,
         p.record_v,
         p.record_apical,
-        p.accumulate,
         p.accumulate_feedback,
         p.noisy,
         p.apical_tau,
@@ -87,7 +87,8 @@ def solve_together(problems: Sequence[Problem], workers: int = 1) -> list[Soluti
             units.append([k])
         else:
             groups.setdefault(key, []).append(k)
-    units.extend(groups.values())
+    for members in groups.values():
+        units.extend(_by_rule(problems, members))
     out: list[Solution | BaseException | None] = [None] * len(problems)
 
     def solve_unit(members: list[int]) -> None:
@@ -109,6 +110,21 @@ def solve_together(problems: Sequence[Problem], workers: int = 1) -> list[Soluti
         for unit in units:
             solve_unit(unit)
     return [o for o in out if o is not None]
+
+
+def _by_rule(problems: Sequence[Problem], members: list[int]) -> list[list[int]]:
+    """Split a group by the forward rule its problems sum: one stack per rule; problems that
+    sum none join the first stack (their sums are computed and dropped, cheaper than a
+    separate run)."""
+    stacks: dict[str | None, list[int]] = {}
+    for k in members:
+        stacks.setdefault(problems[k].accumulate, []).append(k)
+    plain = stacks.pop(None, [])
+    if not stacks:
+        return [plain]
+    out = list(stacks.values())
+    out[0] = sorted(out[0] + plain)
+    return out
 
 
 class StackedNoise:
@@ -144,14 +160,16 @@ def solve_stacked(problems: Sequence[Problem]) -> list[Solution]:
     """
     first = problems[0]
     keys = {batch_key(p) for p in problems}
-    if len(keys) != 1 or None in keys:
-        raise ValueError("solve_stacked needs problems with one batch key")
+    rules = {p.accumulate for p in problems} - {None}
+    if len(keys) != 1 or None in keys or len(rules) > 1:
+        raise ValueError("solve_stacked needs problems with one batch key and one rule")
     rec = recorded_steps(first)
     x = torch.stack([p.x for p in problems])
     r_target = torch.stack([p.r_target for p in problems])
     net = StackedNetwork([p.net for p in problems])
     cfg = replace(
         fused_settings(first, rec),
+        accumulate=next(iter(rules), None),
         alpha=_per_member([p.pi.alpha for p in problems], x),
         k_p=_per_member([p.pi.k_p for p in problems], x),
         tau_ratio=_per_member([p.tau_ratio for p in problems], x),

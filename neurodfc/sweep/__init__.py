@@ -27,8 +27,15 @@ processes of the local cluster ignore SIGINT, so only this process acts on it); 
 run stays on disk, an interrupted one keeps its last checkpoint, and the same command continues
 the sweep (the CLI exits with status 130). See docs/sweeps.md.
 
+With ``ensemble=True`` (``neurodfc sweep --ensemble``), the unfinished runs whose simulations
+can be batched are packed into ensembles of at most ``max_members`` runs
+(:mod:`~neurodfc.sweep.packing`); each ensemble is one task that trains its runs with
+:func:`neurodfc.ensemble.train_ensemble` into the same run folders, so the outputs are those of
+the plain sweep.
+
 The package is split by concern: :mod:`~neurodfc.sweep.plan` (axes, seeds, tasks),
-:mod:`~neurodfc.sweep.tasks` (one training in a worker, under its lock),
+:mod:`~neurodfc.sweep.tasks` (one training, or one ensemble, in a worker, under its locks),
+:mod:`~neurodfc.sweep.packing` (which runs share an ensemble),
 :mod:`~neurodfc.sweep.cluster` (dask, running, Ctrl-C), :mod:`~neurodfc.sweep.merge`
 (``sweep.nc``) and :mod:`~neurodfc.sweep.tables` (``table.md`` / ``table.csv``); every public
 name is importable from ``neurodfc.sweep``. Whether a run folder holds a finished run of a
@@ -49,6 +56,7 @@ from neurodfc.sweep.cluster import (
     run_sweep,
 )
 from neurodfc.sweep.merge import SUMMARY_VARS, SWEEP_NC, merge_sweep
+from neurodfc.sweep.packing import DEFAULT_MAX_MEMBERS, pack_tasks, packing_key
 from neurodfc.sweep.plan import (
     MANIFEST,
     Axis,
@@ -70,9 +78,18 @@ from neurodfc.sweep.tables import (
     table_csv,
     table_markdown,
 )
-from neurodfc.sweep.tasks import TaskOutcome, TaskSpec, TaskStatus, run_finished, run_task
+from neurodfc.sweep.tasks import (
+    EnsembleSpec,
+    TaskOutcome,
+    TaskSpec,
+    TaskStatus,
+    run_ensemble_task,
+    run_finished,
+    run_task,
+)
 
 __all__ = [
+    "DEFAULT_MAX_MEMBERS",
     "INSTALL_HINT",
     "MANIFEST",
     "SUMMARY_VARS",
@@ -81,6 +98,7 @@ __all__ = [
     "TABLE_MD",
     "TABLE_STATS",
     "Axis",
+    "EnsembleSpec",
     "InvalidGridError",
     "MissingDependencyError",
     "SweepPlan",
@@ -94,11 +112,14 @@ __all__ = [
     "format_mean_std",
     "make_plan",
     "merge_sweep",
+    "pack_tasks",
+    "packing_key",
     "parse_grid",
     "parse_seeds",
     "plan_grid_sweep",
     "point_name",
     "require_distributed",
+    "run_ensemble_task",
     "run_finished",
     "run_sweep",
     "run_task",

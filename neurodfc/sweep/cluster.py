@@ -17,9 +17,18 @@ from typing import TYPE_CHECKING, Any
 from neurodfc.results import write_netcdf
 from neurodfc.runs.files import atomic_write_text
 from neurodfc.sweep.merge import SWEEP_NC, merge_sweep
+from neurodfc.sweep.packing import DEFAULT_MAX_MEMBERS, pack_tasks
 from neurodfc.sweep.plan import MANIFEST, SweepPlan, SweepTask
 from neurodfc.sweep.tables import TABLE_CSV, TABLE_MD, summary_rows, table_csv, table_markdown
-from neurodfc.sweep.tasks import TaskOutcome, TaskSpec, TaskStatus, run_finished, run_task
+from neurodfc.sweep.tasks import (
+    EnsembleSpec,
+    TaskOutcome,
+    TaskSpec,
+    TaskStatus,
+    run_ensemble_task,
+    run_finished,
+    run_task,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -176,6 +185,9 @@ def run_sweep(
     task_fn: Callable[[TaskSpec], TaskOutcome] = run_task,
     on_outcome: Callable[[TaskOutcome], None] | None = None,
     log: Callable[[str], None] = print,
+    ensemble: bool = False,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    ensemble_fn: Callable[[EnsembleSpec], list[TaskOutcome]] = run_ensemble_task,
 ) -> SweepReport:
     """Run every unfinished task of ``plan`` on dask.distributed, then merge the results.
 
@@ -189,10 +201,22 @@ def run_sweep(
     cancelled and :class:`KeyboardInterrupt` propagates; finished runs stay on disk and the
     same call continues the sweep.
 
+    With ``ensemble``, the unfinished runs that can share their simulations are packed into
+    ensembles of at most ``max_members`` runs (:func:`~neurodfc.sweep.packing.pack_tasks`),
+    each one task that runs ``ensemble_fn`` (default
+    :func:`~neurodfc.sweep.tasks.run_ensemble_task`); the other runs stay tasks of
+    ``task_fn``. The run folders, ``sweep.nc`` and the tables are those of the plain sweep
+    (each member equals its run trained alone), and outcomes are reported per run.
+
+    Raises:
+        ValueError: ``max_members`` < 1.
+
     Returns:
         The :class:`SweepReport`: every task's outcome and the paths of ``sweep.nc``,
         ``table.md`` and ``table.csv``.
     """
+    if max_members < 1:
+        raise ValueError(f"max_members must be >= 1, got {max_members}")
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(plan.manifest(), indent=1) + "\n", out / MANIFEST)
@@ -213,12 +237,20 @@ def run_sweep(
         f"points x {len(plan.seeds)} seeds): {len(pending)} to run, {n_skip} already finished"
         + (f", {report.count('failed')} with an invalid config" if report.count("failed") else "")
     )
-    if pending:
+    units = pack_tasks(pending, max_members) if ensemble else [(t,) for t in pending]
+    if ensemble and pending:
+        sizes = [len(u) for u in units if len(u) > 1]
+        log(
+            f"packed into {len(sizes)} ensembles ({', '.join(map(str, sizes)) or 'none'} runs) "
+            f"and {len(units) - len(sizes)} single runs (at most {max_members} members)"
+        )
+    fns = _Fns(task_fn, ensemble_fn, on_outcome)
+    if units:
         if client is not None:
-            _run_on(client, pending, report, retries, quiet, task_fn, on_outcome, log)
+            _run_on(client, units, report, retries, quiet, fns, log)
         else:
             with dask_client(scheduler, workers, allowed_failures=max(retries, 1)) as c:
-                _run_on(c, pending, report, retries, quiet, task_fn, on_outcome, log)
+                _run_on(c, units, report, retries, quiet, fns, log)
     for o in report.failed:
         log(f"FAILED {o.name}: {o.error}")
     ds = merge_sweep(plan, report.outcomes)
@@ -236,56 +268,86 @@ def run_sweep(
     return report
 
 
+@dataclass(frozen=True)
+class _Fns:
+    """What runs a single task, what runs an ensemble, and who hears of every outcome."""
+
+    task: Callable[[TaskSpec], TaskOutcome]
+    ensemble: Callable[[EnsembleSpec], list[TaskOutcome]]
+    on_outcome: Callable[[TaskOutcome], None] | None
+
+
+def _spec(t: SweepTask) -> TaskSpec:
+    assert t.config is not None
+    return TaskSpec(t.name, t.config.model_dump_json(), str(t.run_dir), str(t.log_path))
+
+
+def _unit_outcomes(fut: Any, unit: tuple[SweepTask, ...]) -> list[TaskOutcome]:
+    """The outcomes of the runs of ``unit`` from its finished future ``fut``."""
+    if fut.status == "error":
+        exc = fut.exception()
+        msg = f"{type(exc).__name__}: {exc}"
+        return [  # an ensemble's members that finished before the error count as done
+            TaskOutcome(t.name, "done", epochs_done=t.config.training.epochs)
+            if len(unit) > 1 and t.config is not None and run_finished(t.run_dir, t.config)
+            else TaskOutcome(t.name, "failed", error=f"{msg} (see {t.log_path})")
+            for t in unit
+        ]
+    if fut.status == "cancelled":
+        return [TaskOutcome(t.name, "failed", error="cancelled") for t in unit]
+    res = fut.result()
+    outcomes: list[TaskOutcome] = res if isinstance(res, list) else [res]
+    for t, outcome in zip(unit, outcomes, strict=True):
+        if outcome.status == "failed":
+            outcome.error = f"{outcome.error} (traceback: {t.log_path})"
+    return outcomes
+
+
 def _run_on(
     client: Client,
-    pending: Sequence[SweepTask],
+    units: Sequence[tuple[SweepTask, ...]],
     report: SweepReport,
     retries: int,
     quiet: bool,
-    task_fn: Callable[[TaskSpec], TaskOutcome],
-    on_outcome: Callable[[TaskOutcome], None] | None,
+    fns: _Fns,
     log: Callable[[str], None],
 ) -> None:
     from distributed import as_completed
     from tqdm import tqdm
 
-    by_key: dict[Any, SweepTask] = {}
+    by_key: dict[Any, tuple[SweepTask, ...]] = {}
     futures = []
     stamp = f"{os.getpid()}-{time.time_ns()}"
-    for t in pending:
-        assert t.config is not None
-        spec = TaskSpec(t.name, t.config.model_dump_json(), str(t.run_dir), str(t.log_path))
-        key = f"train-{t.name}-{stamp}"
-        fut = client.submit(task_fn, spec, key=key, pure=False, retries=retries)
-        by_key[fut.key] = t
+    for unit in units:
+        if len(unit) == 1:
+            key = f"train-{unit[0].name}-{stamp}"
+            fut = client.submit(fns.task, _spec(unit[0]), key=key, pure=False, retries=retries)
+        else:
+            spec = EnsembleSpec(tuple(_spec(t) for t in unit))
+            key = f"ensemble-{unit[0].name}-{len(unit)}-{stamp}"
+            run_unit: Callable[..., Any] = fns.ensemble
+            fut = client.submit(run_unit, spec, key=key, pure=False, retries=retries)
+        by_key[fut.key] = unit
         futures.append(fut)
     outstanding = {fut.key: fut for fut in futures}
-    bar = tqdm(total=len(futures), desc="sweep", unit="run", disable=quiet, dynamic_ncols=True)
+    total = sum(len(u) for u in units)
+    bar = tqdm(total=total, desc="sweep", unit="run", disable=quiet, dynamic_ncols=True)
     try:
         for fut in as_completed(futures):
-            t = by_key[fut.key]
+            unit = by_key[fut.key]
             outstanding.pop(fut.key, None)
-            if fut.status == "error":
-                exc = fut.exception()
-                outcome = TaskOutcome(
-                    t.name, "failed", error=f"{type(exc).__name__}: {exc} (see {t.log_path})"
-                )
-            elif fut.status == "cancelled":
-                outcome = TaskOutcome(t.name, "failed", error="cancelled")
-            else:
-                outcome = fut.result()
-                if outcome.status == "failed":
-                    outcome.error = f"{outcome.error} (traceback: {t.log_path})"
+            outcomes = _unit_outcomes(fut, unit)
             # forget the result on the cluster: else a later worker loss makes the scheduler
             # recompute this finished task (harmless, the run is skipped, but wasted)
             fut.release()
-            report.outcomes[t.name] = outcome
-            bar.update(1)
-            bar.set_postfix(failed=report.count("failed"), refresh=False)
-            if outcome.status == "failed" and not quiet:
-                bar.write(f"failed: {t.name}: {outcome.error}")
-            if on_outcome is not None:
-                on_outcome(outcome)
+            for t, outcome in zip(unit, outcomes, strict=True):
+                report.outcomes[t.name] = outcome
+                bar.update(1)
+                bar.set_postfix(failed=report.count("failed"), refresh=False)
+                if outcome.status == "failed" and not quiet:
+                    bar.write(f"failed: {t.name}: {outcome.error}")
+                if fns.on_outcome is not None:
+                    fns.on_outcome(outcome)
     except KeyboardInterrupt:
         with _silenced(), contextlib.suppress(Exception):  # the cluster may be going down
             client.cancel(list(outstanding.values()))

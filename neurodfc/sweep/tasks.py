@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,15 @@ from neurodfc.config import ExperimentConfig
 from neurodfc.runs.files import hold_lock
 from neurodfc.runs.folder import run_finished
 
-__all__ = ["TaskOutcome", "TaskSpec", "TaskStatus", "run_finished", "run_task"]
+__all__ = [
+    "EnsembleSpec",
+    "TaskOutcome",
+    "TaskSpec",
+    "TaskStatus",
+    "run_ensemble_task",
+    "run_finished",
+    "run_task",
+]
 
 TaskStatus = Literal["done", "skipped", "failed"]
 """Outcome of a task: trained now, skipped (already finished) or failed."""
@@ -34,6 +43,14 @@ class TaskSpec:
     config_json: str
     run_dir: str
     log_path: str
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """What a worker needs to run several tasks as one ensemble (plain data)."""
+
+    members: tuple[TaskSpec, ...]
     torch_threads: int = 1
 
 
@@ -125,12 +142,127 @@ def _run_locked(spec: TaskSpec, log: _TaskLog) -> TaskOutcome:
         log(f"out of memory, left to dask's retries:\n{traceback.format_exc()}")
         raise
     except Exception as err:
-        tb = traceback.format_exc()
-        log(f"failed:\n{tb}")
-        return TaskOutcome(
-            spec.name,
-            "failed",
-            error=f"{type(err).__name__}: {err}",
-            wall_s=time.perf_counter() - t0,
-            details=tb,
-        )
+        return _failed(spec.name, err, log, time.perf_counter() - t0)
+
+
+def _failed(name: str, err: BaseException, log: _TaskLog, wall_s: float) -> TaskOutcome:
+    """The outcome of a task stopped by ``err`` (its traceback logged)."""
+    tb = _format(err)
+    log(f"failed:\n{tb}")
+    return TaskOutcome(
+        name, "failed", error=f"{type(err).__name__}: {err}", wall_s=wall_s, details=tb
+    )
+
+
+# ---------------------------------------------------------------------------- ensembles
+class _MemberLogs:
+    """Routes :func:`~neurodfc.ensemble.train_ensemble`'s lines to the members' task logs.
+
+    Each member trains in a thread named ``neurodfc-member-<k>``; a line from any other
+    thread goes to every member's log.
+    """
+
+    _THREAD = "neurodfc-member-"
+
+    def __init__(self, logs: Sequence[_TaskLog], folders: Sequence[str]) -> None:
+        self.logs = list(logs)
+        self.prefixes = [f"[{f}] " for f in folders]
+
+    def __call__(self, line: str) -> None:
+        name = threading.current_thread().name
+        k = name.removeprefix(self._THREAD)
+        if name.startswith(self._THREAD) and k.isdigit() and int(k) < len(self.logs):
+            self.logs[int(k)](line.removeprefix(self.prefixes[int(k)]))
+            return
+        for log in self.logs:
+            log(line)
+
+
+def run_ensemble_task(spec: EnsembleSpec) -> list[TaskOutcome]:
+    """Train several tasks as one ensemble in a worker (:func:`neurodfc.ensemble.train_ensemble`
+    with ``resume=True``, ``spec.torch_threads`` torch threads).
+
+    Every member is treated as :func:`run_task` treats its task: a finished run is skipped, an
+    interrupted one continues from its checkpoint, each member's lines and failure traceback
+    go to its own log, and a member stopped by an error is a ``failed`` outcome while the
+    others finish. Out-of-memory errors propagate (after the other members finished) so that
+    dask's ``retries`` run the ensemble again; it then skips the finished members. The task
+    holds every member's lock (taken in a fixed order).
+
+    Args:
+        spec: the members' tasks.
+
+    Returns:
+        One outcome per member, in the order of ``spec.members``.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, spec.torch_threads))
+    logs = [_TaskLog(Path(m.log_path)) for m in spec.members]
+    locks = sorted({Path(m.log_path).with_suffix(".lock") for m in spec.members})
+    with _no_worker_client(), contextlib.ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(hold_lock(lock, blocking=True, remove=False))
+        return _run_ensemble_locked(spec.members, logs)
+
+
+def _run_ensemble_locked(members: Sequence[TaskSpec], logs: list[_TaskLog]) -> list[TaskOutcome]:
+    outcomes: list[TaskOutcome | None] = [None] * len(members)
+    todo: list[tuple[int, ExperimentConfig]] = []
+    for k, m in enumerate(members):
+        try:
+            cfg = ExperimentConfig.model_validate_json(m.config_json)
+        except Exception as err:
+            outcomes[k] = _failed(m.name, err, logs[k], 0.0)
+            continue
+        if run_finished(m.run_dir, cfg):
+            outcomes[k] = TaskOutcome(m.name, "skipped", epochs_done=cfg.training.epochs)
+        else:
+            todo.append((k, cfg))
+    if todo:
+        _train_members(members, logs, todo, outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+def _train_members(
+    members: Sequence[TaskSpec],
+    logs: list[_TaskLog],
+    todo: list[tuple[int, ExperimentConfig]],
+    outcomes: list[TaskOutcome | None],
+) -> None:
+    """Train the members ``todo`` (index, config) as one ensemble; fill in their outcomes."""
+    from neurodfc.ensemble import train_ensemble
+
+    t0 = time.perf_counter()
+    for j, (k, _) in enumerate(todo):
+        m = members[k]
+        logs[k](f"start {m.name} in {m.run_dir} (ensemble member {j + 1} of {len(todo)})")
+    folders = [Path(members[k].run_dir).name for k, _ in todo]
+    res = train_ensemble(
+        [cfg for _, cfg in todo],
+        [members[k].run_dir for k, _ in todo],
+        resume=True,
+        log=_MemberLogs([logs[k] for k, _ in todo], folders),
+        workers=1,
+    )
+    wall = time.perf_counter() - t0
+    transient: BaseException | None = None
+    for j, (k, _) in enumerate(todo):
+        error, run = res.errors[j], res.runs[j]
+        if error is None and run is not None:
+            n = int(run.metrics.sizes.get("epoch", 0))
+            logs[k](f"done {members[k].name}: {n} epochs")
+            outcomes[k] = TaskOutcome(members[k].name, "done", wall_s=wall, epochs_done=n)
+        elif isinstance(error, _transient_errors()):
+            logs[k](f"out of memory, left to dask's retries:\n{_format(error)}")
+            transient = error
+        else:
+            assert error is not None
+            outcomes[k] = _failed(members[k].name, error, logs[k], wall)
+    if transient is not None:
+        raise transient
+
+
+def _format(err: BaseException) -> str:
+    """The traceback of ``err`` as text."""
+    return "".join(traceback.format_exception(err))
