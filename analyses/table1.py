@@ -23,6 +23,15 @@ steps, through a real LocalCluster with 2 worker processes; no time estimate (it
 config at full size, minutes on a CPU). Its numbers say that the pipeline works, not how well
 the methods learn.
 
+Ensembles (the default): the seeds of each row (a dataset and a method) train as one ensemble
+(:func:`neurodfc.train_ensemble`): their simulations run as one batched system, each run
+equal to the same run trained alone, with the same run folders, ``sweep.nc`` and tables. The
+rows run in this process one after another, or ``--workers N`` rows at a time in N processes
+(``spawn``); finished runs are skipped and interrupted ones resume from their checkpoints, as
+in the sweep. ``--no-ensemble`` (or ``--scheduler``, an external dask cluster) trains every
+run as its own dask task, as before. The estimate then also times one minibatch of a row's
+seeds as one ensemble and prints the table's hours both ways.
+
 Examples::
 
     python analyses/table1.py --quick --out /tmp/t1
@@ -30,17 +39,23 @@ Examples::
         --workers 2 --out runs/table1_mnist
     python analyses/table1.py --device cuda --workers 8 --out runs/table1   # the full table
     python analyses/table1.py --estimate-only --device cuda
+    python analyses/table1.py --no-ensemble --workers 8 --out runs/table1   # one task per run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import multiprocessing
 import os
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +69,26 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from neurodfc.config import ExperimentConfig, load_config  # noqa: E402
+from neurodfc.results import write_netcdf  # noqa: E402
+from neurodfc.runs.files import atomic_write_text, hold_lock  # noqa: E402
 from neurodfc.sweep import (  # noqa: E402
+    MANIFEST,
+    SWEEP_NC,
+    TABLE_CSV,
+    TABLE_MD,
     Axis,
     SweepPlan,
+    SweepReport,
+    SweepTask,
+    TaskOutcome,
     make_plan,
+    merge_sweep,
+    run_finished,
     run_sweep,
     summary_rows,
 )
+from neurodfc.sweep import table_csv as sweep_table_csv  # noqa: E402
+from neurodfc.sweep import table_markdown as sweep_table_markdown  # noqa: E402
 
 DATASETS: dict[str, str] = {
     "mnist": "MNIST test error %",
@@ -291,6 +319,134 @@ def table_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+# ---------------------------------------------------------------------------- ensembles
+def _append(path: Path, msg: str) -> None:
+    """A timestamped line in a run's log file (as the sweep's tasks write them)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with path.open("a") as fh:
+        fh.write(f"{stamp} [pid {os.getpid()}] {msg}\n")
+
+
+def train_row(tasks: Sequence[SweepTask], threads: int | None = None) -> list[TaskOutcome]:
+    """Train the unfinished seeds of one row as one ensemble; each task's outcome.
+
+    Every member resumes from a checkpoint of the same config in its folder (another config
+    there fails that member, as in the sweep); its lines go to its log file, under the same
+    lock as a sweep task's, so that a sweep of the same folder never trains it at once.
+
+    Args:
+        tasks: the row's tasks (valid configs, one per seed).
+        threads: torch threads of this process (None: left as they are).
+    """
+    import torch
+
+    from neurodfc.ensemble import train_ensemble
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    logs = {t.run_dir.name: t.log_path for t in tasks}
+
+    def log(line: str) -> None:  # train_ensemble prefixes a member's lines with "[folder] "
+        name, _, msg = line.partition("] ")
+        if name.lstrip("[") in logs:
+            _append(logs[name.lstrip("[")], msg)
+
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as locks:
+        for t in tasks:
+            t.log_path.parent.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(
+                hold_lock(t.log_path.with_suffix(".lock"), blocking=True, remove=False)
+            )
+            _append(t.log_path, f"start {t.name} in {t.run_dir} (ensemble of {len(tasks)})")
+        res = train_ensemble(
+            [t.config for t in tasks if t.config is not None],
+            [t.run_dir for t in tasks],
+            resume=True,
+            log=log,
+        )
+    wall = time.perf_counter() - t0
+    outcomes = []
+    for t, run, err in zip(tasks, res.runs, res.errors, strict=True):
+        if err is None and run is not None:
+            n = int(run.metrics.sizes.get("epoch", 0))
+            _append(t.log_path, f"done {t.name}: {n} epochs")
+            outcomes.append(TaskOutcome(t.name, "done", wall_s=wall, epochs_done=n))
+            continue
+        tb = "".join(traceback.format_exception(err)) if err is not None else "no result"
+        _append(t.log_path, f"failed:\n{tb}")
+        error = f"{type(err).__name__}: {err} (traceback: {t.log_path})"
+        outcomes.append(TaskOutcome(t.name, "failed", error=error, wall_s=wall, details=tb))
+    return outcomes
+
+
+def run_ensembles(
+    plan: SweepPlan, *, workers: int = 1, log: Callable[[str], None] = print
+) -> SweepReport:
+    """Run ``plan`` with each row's unfinished seeds as one ensemble, then merge as a sweep.
+
+    The outputs are those of :func:`neurodfc.sweep.run_sweep` (``sweep.json``, ``runs/``,
+    ``logs/``, ``sweep.nc``, ``table.md``, ``table.csv``); finished runs are skipped.
+
+    Args:
+        plan: the sweep (:func:`plan_table1`).
+        workers: rows trained at the same time, each in its own process (1: one after
+            another in this process).
+        log: receives the progress lines.
+    """
+    out = plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(plan.manifest(), indent=1) + "\n", out / MANIFEST)
+    report = SweepReport(plan)
+    rows: dict[tuple[tuple[str, Any], ...], list[SweepTask]] = {}
+    for t in plan.tasks:
+        if t.config is None:
+            report.outcomes[t.name] = TaskOutcome(t.name, "failed", error=t.error)
+        elif run_finished(t.run_dir, t.config):
+            report.outcomes[t.name] = TaskOutcome(
+                t.name, "skipped", epochs_done=t.config.training.epochs
+            )
+        else:
+            rows.setdefault(t.point, []).append(t)
+    log(
+        f"table 1 {out}: {len(plan.tasks)} runs, {sum(map(len, rows.values()))} to train as "
+        f"{len(rows)} ensembles (one per row), {report.count('skipped')} already finished"
+    )
+
+    def record(outcomes: list[TaskOutcome]) -> None:
+        for o in outcomes:
+            report.outcomes[o.name] = o
+        done = sum(o.status == "done" for o in outcomes)
+        log(f"  ensemble {outcomes[0].name.split('/')[0]}: {done} of {len(outcomes)} finished")
+
+    try:
+        if workers <= 1 or len(rows) <= 1:
+            for tasks in rows.values():
+                record(train_row(tasks))
+        else:
+            threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+            ctx = multiprocessing.get_context("spawn")  # no forked torch / CUDA state
+            with ProcessPoolExecutor(min(workers, len(rows)), mp_context=ctx) as pool:
+                futures = [pool.submit(train_row, tasks, threads) for tasks in rows.values()]
+                for fut in as_completed(futures):
+                    record(fut.result())
+    except KeyboardInterrupt:
+        log(
+            f"interrupted: finished runs are on disk under {out / 'runs'}; run the same "
+            "command again to continue (interrupted runs resume from their checkpoints)"
+        )
+        raise
+    for o in report.failed:
+        log(f"FAILED {o.name}: {o.error}")
+    ds = merge_sweep(plan, report.outcomes)
+    report.sweep_nc = write_netcdf(ds, out / SWEEP_NC)
+    report.table_md, report.table_csv = out / TABLE_MD, out / TABLE_CSV
+    rows_ = summary_rows(ds)
+    atomic_write_text(sweep_table_markdown(rows_, ds, title=plan.description), report.table_md)
+    atomic_write_text(sweep_table_csv(rows_), report.table_csv)
+    return report
+
+
 # ---------------------------------------------------------------------------- time estimate
 @dataclass
 class Timing:
@@ -306,6 +462,14 @@ class Timing:
     """Feedforward evaluation of train + val + test after an epoch."""
     run_s: float
     """One full run: pre-training + epochs x (forward pass + sleep passes + evaluation)."""
+    members: int = 1
+    """Members of the row's ensemble (its seeds); 1: no ensemble timed."""
+    forward_ens_s: float = math.nan
+    """One forward update of every member, their simulations as one batched system."""
+    sleep_ens_s: float = 0.0
+    """One sleep-phase update of every member, as one batched system."""
+    row_ens_s: float = math.nan
+    """The row's ensemble: every member's full run, trained together."""
 
 
 def _sync(device: str) -> None:
@@ -326,6 +490,35 @@ def _best_time(fn: Callable[[], object], device: str, reps: int = 2) -> float:
     return best
 
 
+def _together(systems: Sequence[Any], calls: Sequence[Callable[[], object]]) -> None:
+    """``calls[k]()`` in its own thread with ``systems[k]`` an ensemble member: the threads'
+    simulations are solved together (as in :func:`neurodfc.train_ensemble`)."""
+    from neurodfc.solvers.batcher import SimulationBatcher
+
+    batcher = SimulationBatcher(len(systems))
+    errors: list[BaseException] = []
+
+    def member(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            errors.append(err)
+        finally:
+            batcher.leave()
+
+    for sys_k in systems:
+        sys_k.batcher = batcher
+    threads = [threading.Thread(target=member, args=(c,)) for c in calls]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for sys_k in systems:
+        sys_k.batcher = None
+    if errors:
+        raise errors[0]
+
+
 def _extrapolate(t1: float, t2: float, s1: int, s2: int, steps: int) -> float:
     """``a + b * steps`` through ``(s1, t1)`` and ``(s2, t2)`` (b >= 0, a >= 0)."""
     b = max((t2 - t1) / (s2 - s1), 0.0)
@@ -334,10 +527,17 @@ def _extrapolate(t1: float, t2: float, s1: int, s2: int, steps: int) -> float:
 
 
 def time_config(
-    dataset: str, method: str, device: str, epochs: int | None = None, reps: int = 2
+    dataset: str,
+    method: str,
+    device: str,
+    epochs: int | None = None,
+    reps: int = 2,
+    members: int = 1,
 ) -> Timing:
     """Time one minibatch of every phase of ``models/<dataset>_<method>.toml`` on ``device``
-    and extrapolate to a full run (the config's epochs, or ``epochs``)."""
+    and extrapolate to a full run (the config's epochs, or ``epochs``); with ``members > 1``
+    also the same minibatch of that many seeds as one ensemble (simulations stacked), and a
+    row's ensemble run from it. Methods that do not simulate cost ``members`` runs."""
     import torch
 
     from neurodfc.experiment import load_data
@@ -352,6 +552,7 @@ def time_config(
     x, y = data.train.x[:bs], data.train.y[:bs]
     meth = get_method(full.method.name)
     gen = torch.Generator().manual_seed(0)
+    forward_ens = sleep_ens = math.nan
 
     def system(extra: Sequence[str]) -> DFCSystem:
         return DFCSystem.from_config(load_config(config_path(dataset, method), [*small, *extra]))
@@ -359,12 +560,29 @@ def time_config(
     def fwd(s: DFCSystem) -> Callable[[], object]:
         return lambda: meth.update(s, x, y, generator=gen)
 
+    def ens(extra: str, call: Callable[[DFCSystem, torch.Generator], object]) -> Callable[[], None]:
+        ss = [system([extra, f"seed={k}"]) for k in range(members)]
+        gens = [torch.Generator().manual_seed(k) for k in range(members)]
+        calls = [(lambda s=s, g=g: call(s, g)) for s, g in zip(ss, gens, strict=True)]
+        return lambda: _together(ss, calls)
+
+    def ens_fwd(steps: int) -> Callable[[], None]:
+        return ens(f"simulation.steps={steps}", lambda s, g: meth.update(s, x, y, generator=g))
+
+    def ens_sleep(steps: int) -> Callable[[], None]:
+        return ens(f"feedback_learning.steps={steps}", lambda s, g: feedback_gradients(s, x, g))
+
     if meth.simulates:
         s1, s2 = 10, 50
         sys1, sys2 = system([f"simulation.steps={s1}"]), system([f"simulation.steps={s2}"])
         fwd(sys1)()  # warm-up
         t1, t2 = _best_time(fwd(sys1), device, reps), _best_time(fwd(sys2), device, reps)
         forward_s = _extrapolate(t1, t2, s1, s2, full.simulation.n_steps)
+        if members > 1:
+            e1, e2 = ens_fwd(s1), ens_fwd(s2)
+            e1()
+            t1, t2 = _best_time(e1, device, reps), _best_time(e2, device, reps)
+            forward_ens = _extrapolate(t1, t2, s1, s2, full.simulation.n_steps)
     else:
         s0 = system([])
         fwd(s0)()
@@ -378,6 +596,11 @@ def time_config(
         u1 = _best_time(lambda: feedback_gradients(q1, x, gen), device, reps)
         u2 = _best_time(lambda: feedback_gradients(q2, x, gen), device, reps)
         sleep_s = _extrapolate(u1, u2, f1, f2, full.feedback_learning.steps)
+        if members > 1:
+            e1, e2 = ens_sleep(f1), ens_sleep(f2)
+            e1()
+            u1, u2 = _best_time(e1, device, reps), _best_time(e2, device, reps)
+            sleep_ens = _extrapolate(u1, u2, f1, f2, full.feedback_learning.steps)
     s0 = system([])
     n_eval = data.val.x.shape[0] + data.test.x.shape[0]
     t_eval = _best_time(lambda: evaluate(s0, data.val), device, reps)
@@ -389,16 +612,28 @@ def time_config(
     fl = full.feedback_learning
     learned = full.feedback.learned
     n_epochs = epochs or full.training.epochs
-    pre = fl.pretrain_epochs * nb * sleep_s if learned else 0.0
-    per_epoch = nb * (forward_s + ((1 + fl.extra_epochs) * sleep_s if learned else 0.0)) + eval_s
-    return Timing(dataset, method, forward_s, sleep_s, eval_s, pre + n_epochs * per_epoch)
+
+    def run(fwd_s: float, sleep: float, evals: float) -> float:
+        pre = fl.pretrain_epochs * nb * sleep if learned else 0.0
+        per_epoch = nb * (fwd_s + ((1 + fl.extra_epochs) * sleep if learned else 0.0)) + evals
+        return pre + n_epochs * per_epoch
+
+    timing = Timing(dataset, method, forward_s, sleep_s, eval_s, run(forward_s, sleep_s, eval_s))
+    if members > 1:  # not simulated: the members' updates cost what they cost alone
+        timing.members = members
+        timing.forward_ens_s = forward_ens if meth.simulates else members * forward_s
+        timing.sleep_ens_s = sleep_ens if learned else 0.0
+        timing.row_ens_s = run(timing.forward_ens_s, timing.sleep_ens_s, members * eval_s)
+    return timing
 
 
 def estimate_markdown(
     timings: Sequence[Timing], device: str, seeds: int, concurrent: int, note: str = ""
 ) -> str:
-    """The estimate of the full table's time as markdown."""
+    """The estimate of the full table's time as markdown: sequential runs and, where the
+    timings hold them, one ensemble per row."""
     total = seeds * sum(t.run_s for t in timings)
+    ens = bool(timings) and all(t.members > 1 for t in timings)
     lines = [
         f"## Estimated time of the full table on `{device}`",
         "",
@@ -406,24 +641,40 @@ def estimate_markdown(
         f"extrapolated linearly in the number of steps; a run = feedback pre-training + the "
         f"paper's epochs x (forward pass + sleep passes + evaluation); {seeds} seeds.",
     ]
+    if ens:
+        lines[-1] += (
+            f" Ensemble: the same minibatch of the row's {timings[0].members} seeds as one "
+            "ensemble (simulations stacked; evaluation and methods without simulations cost "
+            "what the members cost alone)."
+        )
     if note:
         lines += ["", note]
-    lines += [
-        "",
-        "| dataset | method | forward s/batch | sleep s/batch | one run (h) |",
-        "|---|---|---|---|---|",
-    ]
+    head = "| dataset | method | forward s/batch | sleep s/batch | one run (h) |"
+    if ens:
+        head += " ensemble forward s/batch | ensemble sleep s/batch | row as ensemble (h) |"
+    lines += ["", head, "|" + "---|" * head.count(" |")]
     for t in timings:
-        lines.append(
+        row = (
             f"| {t.dataset} | {METHODS[t.method]} | {t.forward_s:.3g} | {t.sleep_s:.3g} | "
             f"{t.run_s / 3600:.2f} |"
         )
+        if ens:
+            row += f" {t.forward_ens_s:.3g} | {t.sleep_ens_s:.3g} | {t.row_ens_s / 3600:.2f} |"
+        lines.append(row)
     lines += [
         "",
         f"Total: {total / 3600:.1f} h of sequential compute ({seeds} seeds x "
         f"{len(timings)} configs); with {concurrent} runs at a time about "
         f"{total / 3600 / concurrent:.1f} h (if they do not slow each other down).",
     ]
+    if ens:
+        e_total = sum(t.row_ens_s for t in timings)
+        lines += [
+            "",
+            f"With ensembles (one per row): {e_total / 3600:.1f} h "
+            f"({total / max(e_total, 1e-300):.2f}x less than sequential); with {concurrent} "
+            f"ensembles at a time about {e_total / 3600 / concurrent:.1f} h.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -442,17 +693,22 @@ def estimate(
     *,
     seeds: int = FULL_SEEDS,
     concurrent: int = 1,
+    ensemble: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[str, list[Timing]]:
-    """Time every config and return the estimate's markdown and the timings."""
+    """Time every config (with ``ensemble``, also its ``seeds`` as one ensemble) and return
+    the estimate's markdown and the timings."""
     timings = []
     for d in datasets:
         for m in methods:
-            t = time_config(d, m, device)
-            log(
+            t = time_config(d, m, device, members=seeds if ensemble else 1)
+            msg = (
                 f"  timed {d}_{m}: forward {t.forward_s:.3g} s/batch, sleep {t.sleep_s:.3g} "
                 f"s/batch -> {t.run_s / 3600:.2f} h per run"
             )
+            if t.members > 1:
+                msg += f"; {t.members} as one ensemble {t.row_ens_s / 3600:.2f} h"
+            log(msg)
             timings.append(t)
     return estimate_markdown(timings, device, seeds, concurrent), timings
 
@@ -480,7 +736,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field in every config (repeatable)",
     )
     p.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes: rows (ensembles) trained at a time, or LocalCluster workers with "
+        "--no-ensemble (default: the number of cores; --quick: 2)",
+    )
+    p.add_argument(
+        "--no-ensemble",
+        action="store_true",
+        help="train every run as its own dask task instead of each row's seeds as one ensemble",
+    )
     p.add_argument(
         "--estimate-only", action="store_true", help="only time the configs and print the estimate"
     )
@@ -499,8 +766,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or "cpu"
     workers = args.workers or (2 if args.quick else None)
     concurrent = workers or (1 if args.scheduler else os.cpu_count() or 1)
+    ensembles = not (args.no_ensemble or args.scheduler)
+    if args.scheduler and not args.no_ensemble:
+        _say("--scheduler: every run is its own dask task (ensembles train in this process)")
     if args.estimate_only:
-        md, _ = estimate(datasets, methods, device, concurrent=concurrent, log=_say)
+        md, _ = estimate(
+            datasets,
+            methods,
+            device,
+            concurrent=concurrent,
+            ensemble=not args.no_ensemble,
+            log=_say,
+        )
         print(md)
         return 0
     n_seeds = args.seeds or (2 if args.quick else FULL_SEEDS)
@@ -512,13 +789,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides += args.overrides
     plan = plan_table1(args.out, datasets, methods, range(n_seeds), overrides)
     t0 = time.perf_counter()
-    report = run_sweep(
-        plan,
-        scheduler=args.scheduler,
-        workers=workers,
-        quiet=args.quiet,
-        log=_say,
-    )
+    try:
+        if ensembles:
+            report = run_ensembles(plan, workers=concurrent, log=_say)
+        else:
+            report = run_sweep(
+                plan, scheduler=args.scheduler, workers=workers, quiet=args.quiet, log=_say
+            )
+    except KeyboardInterrupt:
+        return 130
     wall = time.perf_counter() - t0
     assert report.sweep_nc is not None
     with xr.open_dataset(report.sweep_nc) as f:
@@ -533,13 +812,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         note += ("\n\n" if note else "") + "Overrides: `" + "`, `".join(overrides) + "`."
     md = table_markdown(rows, ds, note)
-    md += "\n" + measured_markdown(ds, wall, plan, scale=not args.quick)
+    together = n_seeds if ensembles else 1
+    md += "\n" + measured_markdown(ds, wall, plan, scale=not args.quick, members=together)
     if not (args.no_estimate or args.quick):
         est, _ = estimate(
             datasets,
             methods,
             device,
             concurrent=concurrent,
+            ensemble=not args.no_ensemble,
             log=_say,
         )
         md += "\n" + est
@@ -551,10 +832,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if report.failed else 0
 
 
-def measured_markdown(ds: xr.Dataset, wall: float, plan: SweepPlan, scale: bool = True) -> str:
+def measured_markdown(
+    ds: xr.Dataset, wall: float, plan: SweepPlan, scale: bool = True, members: int = 1
+) -> str:
     """Measured seconds per epoch per (dataset, method) of this sweep's runs and, with
-    ``scale``, the full table's time from them: s/epoch x (full / used training samples) x
-    the paper's epochs x 5 seeds (feedback pre-training not included)."""
+    ``scale``, the full table's time from them: s/epoch / ``members`` x (full / used training
+    samples) x the paper's epochs x 5 seeds (feedback pre-training not included).
+    ``members``: the runs trained together as one ensemble (each member's epoch lasts as long
+    as the ensemble's)."""
+    shared = (
+        f" Ensembles of {members}: an epoch's wall time is the whole ensemble's, so the "
+        f"scaled hours count it once per {members} runs."
+        if members > 1 and scale
+        else ""
+    )
     lines = [
         "## Measured in this sweep",
         "",
@@ -566,7 +857,8 @@ def measured_markdown(ds: xr.Dataset, wall: float, plan: SweepPlan, scale: bool 
             f"epochs x {FULL_SEEDS} seeds, feedback pre-training not included."
             if scale
             else "."
-        ),
+        )
+        + shared,
         "",
         "| dataset | method | s / epoch |" + (" full table (h) |" if scale else ""),
         "|---|---|---|" + ("---|" if scale else ""),
@@ -583,7 +875,7 @@ def measured_markdown(ds: xr.Dataset, wall: float, plan: SweepPlan, scale: bool 
                 full = load_config(config_path(str(d), str(m)))
                 n_full = 60_000 - full.data.val_size
                 used = _used_samples(plan, str(d), str(m))
-                h = v * (n_full / used) * full.training.epochs * FULL_SEEDS / 3600
+                h = v / members * (n_full / used) * full.training.epochs * FULL_SEEDS / 3600
                 total += 0.0 if math.isnan(h) else h
                 row += f" {h:.1f} |"
             lines.append(row)
