@@ -160,9 +160,22 @@ def _spec(t: SweepTask) -> TaskSpec:
     return TaskSpec(t.name, t.config.model_dump_json(), str(t.run_dir), str(t.log_path))
 
 
-def test_ensemble_task_skips_finished_runs_and_reports_a_failing_member(tmp_path: Path) -> None:
-    """In one process: a finished member is skipped, a diverging one fails with its traceback
-    in its own log, the others train; every member's lines land in its own log."""
+def test_ensemble_task_skips_finished_runs_and_reports_a_failing_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one process: a finished member is skipped, the others are simulated as one stacked
+    system, a diverging one fails with its traceback in its own log while the others train;
+    every member's lines land in its own log."""
+    from neurodfc.solvers import ensemble as batched
+
+    stacked: list[int] = []
+    real = batched.solve_stacked
+
+    def spy(problems: Any) -> Any:
+        stacked.append(len(problems))
+        return real(problems)
+
+    monkeypatch.setattr(batched, "solve_stacked", spy)
     grid = [parse_grid("controller.k_p=1.5,1e6")]
     plan = plan_grid_sweep(_tiny(tmp_path), tmp_path / "sw", (0, 1), grid)
     ok0, ok1, bad0, bad1 = plan.tasks
@@ -172,6 +185,7 @@ def test_ensemble_task_skips_finished_runs_and_reports_a_failing_member(tmp_path
     out = run_ensemble_task(EnsembleSpec(tuple(_spec(t) for t in plan.tasks)))
     assert [o.name for o in out] == [t.name for t in plan.tasks]
     assert [o.status for o in out] == ["skipped", "done", "failed", "failed"]
+    assert max(stacked) == 3  # the three unfinished runs really batched
     assert all(v == _mtimes(tmp_path / "sw")[p] for p, v in before.items())
     assert out[1].epochs_done == 1
     assert "DivergedError" in str(out[2].error)
