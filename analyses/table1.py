@@ -23,14 +23,14 @@ steps, through a real LocalCluster with 2 worker processes; no time estimate (it
 config at full size, minutes on a CPU). Its numbers say that the pipeline works, not how well
 the methods learn.
 
-Ensembles (the default): the seeds of each row (a dataset and a method) train as one ensemble
-(:func:`neurodfc.train_ensemble`): their simulations run as one batched system, each run
-equal to the same run trained alone, with the same run folders, ``sweep.nc`` and tables. The
-rows run in this process one after another, or ``--workers N`` rows at a time in N processes
-(``spawn``); finished runs are skipped and interrupted ones resume from their checkpoints, as
-in the sweep. ``--no-ensemble`` (or ``--scheduler``, an external dask cluster) trains every
-run as its own dask task, as before. The estimate then also times one minibatch of a row's
-seeds as one ensemble and prints the table's hours both ways.
+Ensembles (the default): the seeds of each row (a dataset and a method) train as one ensemble,
+one dask task (:func:`neurodfc.sweep.run_sweep` with ``ensemble=True``, ``--max-members``
+defaulting to the number of seeds): their simulations run as one batched system, each run
+equal to the same run trained alone, with the same run folders, ``sweep.nc`` and tables;
+finished runs are skipped and interrupted ones resume from their checkpoints. Rows that do not
+simulate while they train (BP, DFA, DFC-SSA with fixed feedback) stay one task per run.
+``--no-ensemble`` trains every run as its own task. The estimate also times one minibatch of a
+row's seeds as one ensemble and prints the table's hours both ways.
 
 Examples::
 
@@ -45,17 +45,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,26 +65,14 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from neurodfc.config import ExperimentConfig, load_config  # noqa: E402
-from neurodfc.results import write_netcdf  # noqa: E402
-from neurodfc.runs.files import atomic_write_text, hold_lock  # noqa: E402
 from neurodfc.sweep import (  # noqa: E402
-    MANIFEST,
-    SWEEP_NC,
-    TABLE_CSV,
-    TABLE_MD,
     Axis,
     SweepPlan,
-    SweepReport,
-    SweepTask,
-    TaskOutcome,
     make_plan,
-    merge_sweep,
-    run_finished,
     run_sweep,
     summary_rows,
 )
-from neurodfc.sweep import table_csv as sweep_table_csv  # noqa: E402
-from neurodfc.sweep import table_markdown as sweep_table_markdown  # noqa: E402
+from neurodfc.sweep.packing import packing_key  # noqa: E402
 
 DATASETS: dict[str, str] = {
     "mnist": "MNIST test error %",
@@ -319,134 +303,6 @@ def table_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------------------- ensembles
-def _append(path: Path, msg: str) -> None:
-    """A timestamped line in a run's log file (as the sweep's tasks write them)."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with path.open("a") as fh:
-        fh.write(f"{stamp} [pid {os.getpid()}] {msg}\n")
-
-
-def train_row(tasks: Sequence[SweepTask], threads: int | None = None) -> list[TaskOutcome]:
-    """Train the unfinished seeds of one row as one ensemble; each task's outcome.
-
-    Every member resumes from a checkpoint of the same config in its folder (another config
-    there fails that member, as in the sweep); its lines go to its log file, under the same
-    lock as a sweep task's, so that a sweep of the same folder never trains it at once.
-
-    Args:
-        tasks: the row's tasks (valid configs, one per seed).
-        threads: torch threads of this process (None: left as they are).
-    """
-    import torch
-
-    from neurodfc.ensemble import train_ensemble
-
-    if threads is not None:
-        torch.set_num_threads(max(1, threads))
-    logs = {t.run_dir.name: t.log_path for t in tasks}
-
-    def log(line: str) -> None:  # train_ensemble prefixes a member's lines with "[folder] "
-        name, _, msg = line.partition("] ")
-        if name.lstrip("[") in logs:
-            _append(logs[name.lstrip("[")], msg)
-
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as locks:
-        for t in tasks:
-            t.log_path.parent.mkdir(parents=True, exist_ok=True)
-            locks.enter_context(
-                hold_lock(t.log_path.with_suffix(".lock"), blocking=True, remove=False)
-            )
-            _append(t.log_path, f"start {t.name} in {t.run_dir} (ensemble of {len(tasks)})")
-        res = train_ensemble(
-            [t.config for t in tasks if t.config is not None],
-            [t.run_dir for t in tasks],
-            resume=True,
-            log=log,
-        )
-    wall = time.perf_counter() - t0
-    outcomes = []
-    for t, run, err in zip(tasks, res.runs, res.errors, strict=True):
-        if err is None and run is not None:
-            n = int(run.metrics.sizes.get("epoch", 0))
-            _append(t.log_path, f"done {t.name}: {n} epochs")
-            outcomes.append(TaskOutcome(t.name, "done", wall_s=wall, epochs_done=n))
-            continue
-        tb = "".join(traceback.format_exception(err)) if err is not None else "no result"
-        _append(t.log_path, f"failed:\n{tb}")
-        error = f"{type(err).__name__}: {err} (traceback: {t.log_path})"
-        outcomes.append(TaskOutcome(t.name, "failed", error=error, wall_s=wall, details=tb))
-    return outcomes
-
-
-def run_ensembles(
-    plan: SweepPlan, *, workers: int = 1, log: Callable[[str], None] = print
-) -> SweepReport:
-    """Run ``plan`` with each row's unfinished seeds as one ensemble, then merge as a sweep.
-
-    The outputs are those of :func:`neurodfc.sweep.run_sweep` (``sweep.json``, ``runs/``,
-    ``logs/``, ``sweep.nc``, ``table.md``, ``table.csv``); finished runs are skipped.
-
-    Args:
-        plan: the sweep (:func:`plan_table1`).
-        workers: rows trained at the same time, each in its own process (1: one after
-            another in this process).
-        log: receives the progress lines.
-    """
-    out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(plan.manifest(), indent=1) + "\n", out / MANIFEST)
-    report = SweepReport(plan)
-    rows: dict[tuple[tuple[str, Any], ...], list[SweepTask]] = {}
-    for t in plan.tasks:
-        if t.config is None:
-            report.outcomes[t.name] = TaskOutcome(t.name, "failed", error=t.error)
-        elif run_finished(t.run_dir, t.config):
-            report.outcomes[t.name] = TaskOutcome(
-                t.name, "skipped", epochs_done=t.config.training.epochs
-            )
-        else:
-            rows.setdefault(t.point, []).append(t)
-    log(
-        f"table 1 {out}: {len(plan.tasks)} runs, {sum(map(len, rows.values()))} to train as "
-        f"{len(rows)} ensembles (one per row), {report.count('skipped')} already finished"
-    )
-
-    def record(outcomes: list[TaskOutcome]) -> None:
-        for o in outcomes:
-            report.outcomes[o.name] = o
-        done = sum(o.status == "done" for o in outcomes)
-        log(f"  ensemble {outcomes[0].name.split('/')[0]}: {done} of {len(outcomes)} finished")
-
-    try:
-        if workers <= 1 or len(rows) <= 1:
-            for tasks in rows.values():
-                record(train_row(tasks))
-        else:
-            threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-            ctx = multiprocessing.get_context("spawn")  # no forked torch / CUDA state
-            with ProcessPoolExecutor(min(workers, len(rows)), mp_context=ctx) as pool:
-                futures = [pool.submit(train_row, tasks, threads) for tasks in rows.values()]
-                for fut in as_completed(futures):
-                    record(fut.result())
-    except KeyboardInterrupt:
-        log(
-            f"interrupted: finished runs are on disk under {out / 'runs'}; run the same "
-            "command again to continue (interrupted runs resume from their checkpoints)"
-        )
-        raise
-    for o in report.failed:
-        log(f"FAILED {o.name}: {o.error}")
-    ds = merge_sweep(plan, report.outcomes)
-    report.sweep_nc = write_netcdf(ds, out / SWEEP_NC)
-    report.table_md, report.table_csv = out / TABLE_MD, out / TABLE_CSV
-    rows_ = summary_rows(ds)
-    atomic_write_text(sweep_table_markdown(rows_, ds, title=plan.description), report.table_md)
-    atomic_write_text(sweep_table_csv(rows_), report.table_csv)
-    return report
-
-
 # ---------------------------------------------------------------------------- time estimate
 @dataclass
 class Timing:
@@ -671,9 +527,9 @@ def estimate_markdown(
         e_total = sum(t.row_ens_s for t in timings)
         lines += [
             "",
-            f"With ensembles (one per row): {e_total / 3600:.1f} h "
-            f"({total / max(e_total, 1e-300):.2f}x less than sequential); with {concurrent} "
-            f"ensembles at a time about {e_total / 3600 / concurrent:.1f} h.",
+            f"With ensembles (one per row): {e_total / 3600:.1f} h of compute (sequential / "
+            f"ensembles = {total / max(e_total, 1e-300):.2f}); with {concurrent} ensembles at "
+            f"a time about {e_total / 3600 / concurrent:.1f} h.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -736,17 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field in every config (repeatable)",
     )
     p.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="processes: rows (ensembles) trained at a time, or LocalCluster workers with "
-        "--no-ensemble (default: the number of cores; --quick: 2)",
-    )
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
     p.add_argument(
         "--no-ensemble",
         action="store_true",
         help="train every run as its own dask task instead of each row's seeds as one ensemble",
+    )
+    p.add_argument(
+        "--max-members",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most runs of one ensemble (default: the number of seeds, one row per ensemble)",
     )
     p.add_argument(
         "--estimate-only", action="store_true", help="only time the configs and print the estimate"
@@ -766,9 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or "cpu"
     workers = args.workers or (2 if args.quick else None)
     concurrent = workers or (1 if args.scheduler else os.cpu_count() or 1)
-    ensembles = not (args.no_ensemble or args.scheduler)
-    if args.scheduler and not args.no_ensemble:
-        _say("--scheduler: every run is its own dask task (ensembles train in this process)")
+    if args.max_members is not None and args.max_members < 1:
+        build_parser().error(f"--max-members must be >= 1, got {args.max_members}")
     if args.estimate_only:
         md, _ = estimate(
             datasets,
@@ -788,16 +644,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f'device="{args.device}"')
     overrides += args.overrides
     plan = plan_table1(args.out, datasets, methods, range(n_seeds), overrides)
+    members = 1 if args.no_ensemble else min(n_seeds, args.max_members or n_seeds)
     t0 = time.perf_counter()
-    try:
-        if ensembles:
-            report = run_ensembles(plan, workers=concurrent, log=_say)
-        else:
-            report = run_sweep(
-                plan, scheduler=args.scheduler, workers=workers, quiet=args.quiet, log=_say
-            )
-    except KeyboardInterrupt:
-        return 130
+    report = run_sweep(
+        plan,
+        scheduler=args.scheduler,
+        workers=workers,
+        quiet=args.quiet,
+        log=_say,
+        ensemble=not args.no_ensemble,
+        max_members=members,
+    )
     wall = time.perf_counter() - t0
     assert report.sweep_nc is not None
     with xr.open_dataset(report.sweep_nc) as f:
@@ -812,8 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         note += ("\n\n" if note else "") + "Overrides: `" + "`, `".join(overrides) + "`."
     md = table_markdown(rows, ds, note)
-    together = n_seeds if ensembles else 1
-    md += "\n" + measured_markdown(ds, wall, plan, scale=not args.quick, members=together)
+    md += "\n" + measured_markdown(ds, wall, plan, scale=not args.quick, members=members)
     if not (args.no_estimate or args.quick):
         est, _ = estimate(
             datasets,
@@ -838,11 +694,11 @@ def measured_markdown(
     """Measured seconds per epoch per (dataset, method) of this sweep's runs and, with
     ``scale``, the full table's time from them: s/epoch / ``members`` x (full / used training
     samples) x the paper's epochs x 5 seeds (feedback pre-training not included).
-    ``members``: the runs trained together as one ensemble (each member's epoch lasts as long
-    as the ensemble's)."""
+    ``members``: the most runs trained together as one ensemble; a row's runs that were
+    packed (:func:`neurodfc.sweep.packing.packing_key`) each took the whole ensemble's epoch."""
     shared = (
-        f" Ensembles of {members}: an epoch's wall time is the whole ensemble's, so the "
-        f"scaled hours count it once per {members} runs."
+        f" Rows trained as ensembles of {members}: an epoch's wall time is the whole "
+        f"ensemble's, so the scaled hours count it once per {members} runs."
         if members > 1 and scale
         else ""
     )
@@ -875,13 +731,22 @@ def measured_markdown(
                 full = load_config(config_path(str(d), str(m)))
                 n_full = 60_000 - full.data.val_size
                 used = _used_samples(plan, str(d), str(m))
-                h = v / members * (n_full / used) * full.training.epochs * FULL_SEEDS / 3600
+                m_row = _packed(plan, str(d), str(m), members)
+                h = v / m_row * (n_full / used) * full.training.epochs * FULL_SEEDS / 3600
                 total += 0.0 if math.isnan(h) else h
                 row += f" {h:.1f} |"
             lines.append(row)
     if scale:
         lines += ["", f"Sum: {total:.1f} h of sequential compute for the measured rows."]
     return "\n".join(lines) + "\n"
+
+
+def _packed(plan: SweepPlan, dataset: str, method: str, members: int) -> int:
+    """``members`` when the row's runs are packed into ensembles, else 1."""
+    for t in plan.tasks:
+        if dict(t.point) == {"dataset": dataset, "method": method} and t.config is not None:
+            return members if packing_key(t.config) is not None else 1
+    return 1
 
 
 def _used_samples(plan: SweepPlan, dataset: str, method: str) -> int:
