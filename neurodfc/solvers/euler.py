@@ -36,7 +36,12 @@ class EulerReference:
 
 
 def fused_settings(p: Problem, rec: list[int]) -> FusedSettings:
-    """The fused run's settings for the problem, recording the time points ``rec``."""
+    """The fused run's settings for the problem ``p``, recording the time points ``rec``.
+
+    Args:
+        p: the problem.
+        rec: the recorded time points.
+    """
     sim, pi = p.sim, p.pi
     return FusedSettings(
         dt=sim.dt,
@@ -88,7 +93,11 @@ def _fused(p: Problem) -> RawRun:
 
 
 def recorded_steps(p: Problem) -> list[int]:
-    """The time points the problem records (every ``record_every``-th, or the two ends)."""
+    """The time points the problem ``p`` records (every ``record_every``-th, or the two ends).
+
+    Args:
+        p: the problem.
+    """
     T = p.sim.n_steps
     return record_steps(T, p.sim.record_every) if p.record else [0, T - 1]
 
@@ -124,7 +133,12 @@ def raw_run(p: Problem, run: EulerRun, rec: list[int]) -> RawRun:
 
 
 def finish(p: Problem, run: RawRun) -> Solution:
-    """The :class:`Solution` of the problem's raw run (the per-sample status included)."""
+    """The :class:`Solution` of the problem ``p``'s raw run (the per-sample status included).
+
+    Args:
+        p: the problem.
+        run: its raw run.
+    """
     loop = p.loop()
     pi = p.pi
     return build_solution(
