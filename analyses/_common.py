@@ -74,6 +74,24 @@ def train_all(jobs: Sequence[tuple[ExperimentConfig, Path]], processes: int = 1)
         return [Path(p) for p in pool.map(_train_one, work)]
 
 
+def _train_ensemble_group(args: tuple[list[tuple[ExperimentConfig, str]], bool]) -> list[str]:
+    """One ensemble (in its own process): returns its members' errors."""
+    from neurodfc.ensemble import train_ensemble
+
+    group, verbose = args
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    res = train_ensemble(
+        [cfg for cfg, _ in group],
+        [out for _, out in group],
+        resume=True,
+        log=say if verbose else (lambda line: None),
+    )
+    names = ", ".join(cfg.name for cfg, _ in group)
+    say(f"  trained ensemble [{names}] in {time.perf_counter() - t0:.0f} s")
+    return [f"{p}: {e}" for p, e in zip(res.paths, res.errors, strict=True) if e]
+
+
 def train_as_ensemble(
     jobs: Sequence[tuple[ExperimentConfig, Path]], workers: int = 1, verbose: bool = True
 ) -> list[Path]:
@@ -82,36 +100,22 @@ def train_as_ensemble(
     alone); folders holding a checkpoint of the same config are resumed.
 
     Members with the same schedule (feedback learned or fixed) form one ensemble, so that
-    their simulations meet in lockstep; the ensembles run at the same time on ``workers``
-    threads (one per ensemble at most).
+    their simulations meet in lockstep; with ``workers > 1`` the ensembles train in parallel
+    processes (threads would share one interpreter lock).
 
     Raises:
         RuntimeError: a member stopped with an error (the others finished).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from neurodfc.ensemble import train_ensemble
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    groups: dict[bool, list[tuple[ExperimentConfig, Path]]] = {}
+    groups: dict[bool, list[tuple[ExperimentConfig, str]]] = {}
     for cfg, out in jobs:
-        groups.setdefault(cfg.feedback.learned, []).append((cfg, out))
-
-    def run(group: list[tuple[ExperimentConfig, Path]]) -> list[str]:
-        res = train_ensemble(
-            [cfg for cfg, _ in group],
-            [out for _, out in group],
-            resume=True,
-            log=say if verbose else (lambda line: None),
-        )
-        return [f"{p}: {e}" for p, e in zip(res.paths, res.errors, strict=True) if e]
-
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups)))) as pool:
-        failed = [f for errs in pool.map(run, groups.values()) for f in errs]
-    say(
-        f"  trained {len(jobs)} runs in {len(groups)} ensembles in {time.perf_counter() - t0:.0f} s"
-    )
+        groups.setdefault(cfg.feedback.learned, []).append((cfg, str(out)))
+    work = [(g, verbose) for g in groups.values()]
+    if workers <= 1 or len(work) == 1:
+        errors = [_train_ensemble_group(w) for w in work]
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(work))) as pool:
+            errors = list(pool.map(_train_ensemble_group, work))
+    failed = [f for errs in errors for f in errs]
     if failed:
         raise RuntimeError("ensemble members failed: " + "; ".join(failed))
     return [out for _, out in jobs]

@@ -19,8 +19,8 @@ recorded apical voltages ``apical_norm_final``, ``dist_lemma1_apical`` per layer
 The seven runs train in two ensembles (:func:`neurodfc.train_ensemble`), one per schedule:
 trained feedback (DFC, DFC-SS, DFC-SSA: their sleep-phase simulations stacked, and DFC's and
 DFC-SS's forward simulations stacked) and fixed feedback (DFC, DFC-SS stacked; DFC-SSA and DFA
-alongside); each run equals its run alone. ``--jobs 2`` runs the two ensembles at the same
-time; ``--no-ensemble`` trains the runs one by one (or in ``--jobs`` processes).
+trained first); each run equals its run alone. ``--jobs 2`` trains the two ensembles in two
+processes; ``--no-ensemble`` trains the runs one by one (or in ``--jobs`` processes).
 
 Writes ``fig3.nc`` (every run's metrics stacked along dim ``run``) and ``fig3.png`` (the six
 panels, rolling mean +- std over a window of 30 logs).

@@ -13,7 +13,9 @@ outputs do not show how it ran.
 The members meet at every simulation: the whole ensemble advances at the pace of its slowest
 simulation each round, so members with the same schedule (the same method and feedback
 learning) make the best ensembles; members that do not simulate while they train (DFC-SSA with
-fixed feedback, BP, DFA) train alongside without meeting.
+fixed feedback, BP, DFA) are trained first, one after another (they have nothing to share, and
+as threads beside the ensemble their Python work would hold up its simulations, which need
+the interpreter lock between their many small operations).
 
 Members batch when they share the layer sizes and activations, the batch size,
 the simulation's ``dt``, ``steps`` and flags (what :func:`neurodfc.solvers.ensemble.batch_key`
@@ -96,7 +98,7 @@ def train_ensemble(
     out: str | Path | Sequence[str | Path],
     *,
     resume: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | Sequence[Callable[[str], None]] = print,
     workers: int = 1,
 ) -> EnsembleResult:
     """Train every config of ``configs`` as one ensemble (see the module docstring).
@@ -107,7 +109,8 @@ def train_ensemble(
         resume: continue every member from the checkpoint in its folder (each member resumes
             exactly, as :func:`neurodfc.training.train` with ``resume``); members whose folder
             holds no checkpoint start afresh.
-        log: receives each member's epoch lines, prefixed with its folder's name.
+        log: receives each member's epoch lines, prefixed with its folder's name; or one
+            callable per member, each receiving that member's lines as they are.
         workers: threads that simulate independent groups of members at the same time (e.g.
             the DFC and the DFC-SS members of Fig. 3 on two cores); the results do not depend
             on it.
@@ -140,6 +143,8 @@ def train_ensemble(
         paths = [Path(p) for p in out]
     if len(paths) != len(cfgs):
         raise ValueError(f"train_ensemble: {len(cfgs)} configs but {len(paths)} run folders")
+    if not callable(log) and len(log) != len(cfgs):
+        raise ValueError(f"train_ensemble: {len(cfgs)} configs but {len(log)} log callables")
     shared: dict[str, DataSplits] = {}
     data_lock = threading.Lock()
     # only members that simulate during training meet at the batcher: the others (DFC-SSA
@@ -160,7 +165,10 @@ def train_ensemble(
         name = paths[k].name
 
         def member_log(line: str) -> None:
-            log(f"[{name}] {line}")
+            if callable(log):
+                log(f"[{name}] {line}")
+            else:
+                log[k](line)
 
         try:
             cfg = cfgs[k]
@@ -174,15 +182,21 @@ def train_ensemble(
                 batcher=batcher if meets[k] else None,
                 data=data_of(cfg),
             )
-        except BaseException as err:  # noqa: BLE001 - reported per member, the others go on
+        except Exception as err:  # noqa: BLE001 - reported per member, the others go on
             errors[k] = err
         finally:
             if meets[k]:
                 batcher.leave()
 
+    # members that do not meet train first, one after another: in threads beside the
+    # ensemble their Python work would hold the interpreter lock the simulations need
+    for k in range(len(cfgs)):
+        if not meets[k]:
+            member(k)
     threads = [
         threading.Thread(target=member, args=(k,), name=f"neurodfc-member-{k}", daemon=True)
         for k in range(len(cfgs))
+        if meets[k]
     ]
     for t in threads:
         t.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -155,29 +154,6 @@ def _failed(name: str, err: BaseException, log: _TaskLog, wall_s: float) -> Task
 
 
 # ---------------------------------------------------------------------------- ensembles
-class _MemberLogs:
-    """Routes :func:`~neurodfc.ensemble.train_ensemble`'s lines to the members' task logs.
-
-    Each member trains in a thread named ``neurodfc-member-<k>``; a line from any other
-    thread goes to every member's log.
-    """
-
-    _THREAD = "neurodfc-member-"
-
-    def __init__(self, logs: Sequence[_TaskLog], folders: Sequence[str]) -> None:
-        self.logs = list(logs)
-        self.prefixes = [f"[{f}] " for f in folders]
-
-    def __call__(self, line: str) -> None:
-        name = threading.current_thread().name
-        k = name.removeprefix(self._THREAD)
-        if name.startswith(self._THREAD) and k.isdigit() and int(k) < len(self.logs):
-            self.logs[int(k)](line.removeprefix(self.prefixes[int(k)]))
-            return
-        for log in self.logs:
-            log(line)
-
-
 def run_ensemble_task(spec: EnsembleSpec) -> list[TaskOutcome]:
     """Train several tasks as one ensemble in a worker (:func:`neurodfc.ensemble.train_ensemble`
     with ``resume=True``, ``spec.torch_threads`` torch threads).
@@ -237,12 +213,11 @@ def _train_members(
     for j, (k, _) in enumerate(todo):
         m = members[k]
         logs[k](f"start {m.name} in {m.run_dir} (ensemble member {j + 1} of {len(todo)})")
-    folders = [Path(members[k].run_dir).name for k, _ in todo]
     res = train_ensemble(
         [cfg for _, cfg in todo],
         [members[k].run_dir for k, _ in todo],
         resume=True,
-        log=_MemberLogs([logs[k] for k, _ in todo], folders),
+        log=[logs[k] for k, _ in todo],
         workers=1,
     )
     wall = time.perf_counter() - t0
