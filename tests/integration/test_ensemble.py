@@ -13,8 +13,8 @@ import torch
 from neurodfc.config import load_config
 from neurodfc.ensemble import train_ensemble
 from neurodfc.solvers import ensemble as batched
-from neurodfc.training import load_run, train
 from neurodfc.trainer import DivergedError, NonFiniteError
+from neurodfc.training import load_run, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [
@@ -151,3 +151,61 @@ def test_unbatchable_members_are_solved_alone(tmp_path: Path, stacked_calls: lis
 def test_folder_count_must_match(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="2 configs but 1 run folders"):
         train_ensemble([_cfg("fig3_dfc"), _cfg("fig3_dfc")], [tmp_path / "a"])
+
+
+_KILL_ENSEMBLE = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from neurodfc.config import ExperimentConfig
+from neurodfc.ensemble import train_ensemble
+from neurodfc.runs import files
+
+torch.set_num_threads(1)
+seen = {"n": 0}
+original = files._fsync_file
+
+def die_in_member_1s_second_checkpoint(path):
+    p = Path(path)
+    if p.name.startswith(".checkpoint.pt.") and p.parent.name == "member_001":
+        seen["n"] += 1
+        if seen["n"] == 2:  # its epoch-2 temp file is complete but not renamed yet
+            os.kill(os.getpid(), signal.SIGKILL)
+    original(path)
+
+files._fsync_file = die_in_member_1s_second_checkpoint
+cfgs = [ExperimentConfig.model_validate_json(t) for t in Path(sys.argv[1]).read_text().split("\\n")]
+train_ensemble(cfgs, sys.argv[2], log=lambda s: None)
+"""
+
+
+def test_killed_ensemble_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """SIGKILL inside a member's checkpoint write (the other member anywhere in its epoch):
+    the ensemble resumed from the members' own checkpoints ends where an uninterrupted one
+    does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfgs = [
+        _cfg("fig3_fixed_dfc", "training.epochs=3"),
+        _cfg("fig3_fixed_dfc", "training.epochs=3", "seed=21", "controller.k_p=1.2"),
+    ]
+    (tmp_path / "cfgs.txt").write_text("\n".join(c.model_dump_json() for c in cfgs))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    ens = tmp_path / "ens"
+    args = [sys.executable, "-c", _KILL_ENSEMBLE, str(tmp_path / "cfgs.txt"), str(ens)]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert any(p.name.startswith(".checkpoint.pt.") for p in (ens / "member_001").iterdir())
+    resumed = train_ensemble(cfgs, ens, resume=True, log=lambda line: None)
+    assert resumed.ok, resumed.errors
+    whole = train_ensemble(cfgs, tmp_path / "whole", log=lambda line: None)
+    for a, b in zip(resumed.paths, whole.paths, strict=True):
+        _assert_same_run(a, b)
+        assert sorted(p.name for p in a.iterdir() if not p.name.startswith(".neurodfc")) == [
+            "checkpoint.pt",
+            "config.toml",
+            "metrics.nc",
+        ]
