@@ -34,6 +34,7 @@ from neurodfc.config import ExperimentConfig, load_config
 from neurodfc.data import DataSplits
 from neurodfc.experiment import load_data
 from neurodfc.methods import get_method
+from neurodfc.runs.folder import CHECKPOINT
 from neurodfc.solvers.batcher import EnsembleAborted, SimulationBatcher
 from neurodfc.trainer import RunResult
 from neurodfc.training import train
@@ -172,7 +173,7 @@ def train_ensemble(
 
         try:
             cfg = cfgs[k]
-            fresh = not (paths[k] / "checkpoint.pt").exists()
+            fresh = not (paths[k] / CHECKPOINT).exists()
             runs[k] = train(
                 cfg,
                 paths[k],

@@ -81,8 +81,8 @@ class FusedBuffers:
         if ou and lead:
             raise ValueError("Ornstein-Uhlenbeck noise is not batched over ensemble members")
         self.ou = torch.zeros((B, N), dtype=dtype, device=device) if ou else None
-        sig = (float(cfg.noise[0]), float(cfg.noise[1])) if ou else (0.0, 0.0)
-        self.sig_units = ApicalNoise(*sig).sigmas(sizes, x) if ou else None
+        sig = ApicalNoise(float(cfg.noise[0]), float(cfg.noise[1])) if ou else None
+        self.sig_units = sig.sigmas(sizes, x) if sig is not None else None
         self.layer_order = list(range(L)) if cfg.inst_tx else list(range(L - 1, -1, -1))
         self.softmax = cfg.error == "softmax"
 

@@ -12,7 +12,7 @@ from neurodfc.components.controller import Controller, PIController
 from neurodfc.components.neurons import NeuronLayer
 from neurodfc.config import SimulationConfig
 from neurodfc.core.loop import ClosedLoop
-from neurodfc.core.noise import NoiseSource
+from neurodfc.core.noise import GaussianNoise, NoiseSource
 from neurodfc.core.solution import Solution
 from neurodfc.network import DFCNetwork
 
@@ -67,6 +67,15 @@ class Problem:
     def noisy(self) -> bool:
         """Whether apical noise is injected."""
         return self.noise[0] > 0 or self.noise[1] > 0
+
+    def noise_normals(self) -> NoiseSource:
+        """The standard normals of the problem's noise: ``noise_source``, else drawn from
+        ``generator`` as [B, N] per step for the ``n_steps - 1`` steps."""
+        if self.noise_source is not None:
+            return self.noise_source
+        shape = (self.x.shape[0], sum(self.net.sizes[1:]))  # [B, N]
+        steps = self.sim.n_steps - 1
+        return GaussianNoise(shape, self.x.dtype, self.x.device, self.generator, steps)
 
     def loop(self) -> ClosedLoop:
         """The assembled :class:`ClosedLoop`."""

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from neurodfc.core.noise import GaussianNoise, NoiseSource
+from neurodfc.core.noise import NoiseSource
 from neurodfc.core.solution import Solution
 from neurodfc.fastpath import EulerRun, run_fused
 from neurodfc.fastpath.ops import Scalar
@@ -117,6 +117,7 @@ def solve_together(problems: Sequence[Problem], workers: int = 1) -> list[Soluti
     else:
         for unit in units:
             solve_unit(unit)
+    assert all(o is not None for o in out), "every problem belongs to one unit"
     return [o for o in out if o is not None]
 
 
@@ -197,16 +198,7 @@ def solve_stacked(problems: Sequence[Problem]) -> list[Solution]:
             _per_member([p.noise[1] for p in problems], x),
         ),
     )
-    src = None
-    if first.noisy:
-        B, N = first.x.shape[0], sum(first.net.sizes[1:])
-        T = first.sim.n_steps
-        src = StackedNoise(
-            [
-                p.noise_source or GaussianNoise((B, N), p.x.dtype, p.x.device, p.generator, T - 1)
-                for p in problems
-            ]
-        )
+    src = StackedNoise([p.noise_normals() for p in problems]) if first.noisy else None
     run = run_fused(net, x, r_target, cfg, noise_source=src)
     return [finish(p, raw_run(p, member_run(run, m), rec)) for m, p in enumerate(problems)]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from neurodfc.core.loop import ClosedLoop, EulerScheme, LoopState
-from neurodfc.core.noise import ApicalNoise, GaussianNoise, NoiseSource
+from neurodfc.core.noise import ApicalNoise, NoiseSource
 from neurodfc.core.solution import (
     Accumulator,
     RawRun,
@@ -189,10 +189,7 @@ def _generic(p: Problem, loop: ClosedLoop) -> RawRun:
         sim.dt, sim.inst_transmission, sim.proactive_controller, sim.inst_system_dynamics
     )
     noise = ApicalNoise(*p.noise, p.noise_tau)
-    B, N = p.x.shape[0], sum(loop.sizes)
-    src: NoiseSource | None = None
-    if noise.active:
-        src = p.noise_source or GaussianNoise((B, N), p.x.dtype, p.x.device, p.generator, T - 1)
+    src: NoiseSource | None = p.noise_normals() if noise.active else None
     rec = record_steps(T, sim.record_every) if p.record else [0, T - 1]
     states: list[LoopState] = []
     sums = _Sums(loop, p.accumulate, p.accumulate_feedback)
