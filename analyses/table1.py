@@ -625,7 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrent = workers or (1 if args.scheduler else os.cpu_count() or 1)
     if args.max_members is not None and args.max_members < 1:
         build_parser().error(f"--max-members must be >= 1, got {args.max_members}")
-    if args.estimate_only:
+
+    def full_estimate() -> str:
         md, _ = estimate(
             datasets,
             methods,
@@ -634,7 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensemble=not args.no_ensemble,
             log=_say,
         )
-        print(md)
+        return md
+
+    if args.estimate_only:
+        print(full_estimate())
         return 0
     n_seeds = args.seeds or (2 if args.quick else FULL_SEEDS)
     overrides = list(QUICK_OVERRIDES) if args.quick else []
@@ -671,15 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = table_markdown(rows, ds, note)
     md += "\n" + measured_markdown(ds, wall, plan, scale=not args.quick, members=members)
     if not (args.no_estimate or args.quick):
-        est, _ = estimate(
-            datasets,
-            methods,
-            device,
-            concurrent=concurrent,
-            ensemble=not args.no_ensemble,
-            log=_say,
-        )
-        md += "\n" + est
+        md += "\n" + full_estimate()
     (args.out / "table1.md").write_text(md)
     (args.out / "table1.csv").write_text(table_csv(rows))
     (args.out / "table1.json").write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
