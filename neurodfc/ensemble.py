@@ -32,7 +32,7 @@ from pathlib import Path
 
 from neurodfc.config import ExperimentConfig, load_config
 from neurodfc.data import DataSplits
-from neurodfc.experiment import load_data
+from neurodfc.experiment import data_seed, load_data
 from neurodfc.methods import get_method
 from neurodfc.runs.folder import CHECKPOINT
 from neurodfc.solvers.batcher import EnsembleAborted, SimulationBatcher
@@ -80,7 +80,7 @@ def _data_key(cfg: ExperimentConfig) -> str:
             cfg.network.sizes[0],
             cfg.network.sizes[-1],
             cfg.loss.loss,
-            cfg.seed,
+            data_seed(cfg),
             cfg.dtype,
             cfg.device,
         ],

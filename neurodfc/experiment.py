@@ -15,6 +15,26 @@ from neurodfc.results import solution_to_xarray
 from neurodfc.solve import simulate
 from neurodfc.system import DFCSystem, lemma1
 
+GENERATED_DATASETS = ("teacher_student", "random")
+"""Data sets drawn from ``data.teacher_seed`` rather than read from files."""
+
+
+def data_seed(cfg: ExperimentConfig) -> int:
+    """The seed :func:`load_data` draws with: ``data.teacher_seed`` for the generated data sets
+    (the whole data set), the run's ``seed`` for the file data sets (their validation split).
+
+    Runs whose data configs agree and whose ``data_seed`` agrees get the same data (an ensemble
+    of seeds on the teacher-student task loads it once).
+
+    Examples:
+        >>> from neurodfc.config import config_from_dict
+        >>> cfg = config_from_dict({"seed": 7, "network": {"sizes": [15, 10, 1]},
+        ...     "data": {"dataset": "teacher_student", "teacher_seed": 3}})
+        >>> data_seed(cfg)
+        3
+    """
+    return cfg.data.teacher_seed if cfg.data.dataset in GENERATED_DATASETS else cfg.seed
+
 
 def load_data(cfg: ExperimentConfig) -> DataSplits:
     """The train/val/test splits that ``cfg.data`` describes, in ``cfg.dtype`` on ``cfg.device``.
@@ -44,7 +64,7 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
     d = cfg.data
     dtype = DTYPES[cfg.dtype]
     n_in, n_out = cfg.network.sizes[0], cfg.network.sizes[-1]
-    if d.dataset in ("teacher_student", "random"):
+    if d.dataset in GENERATED_DATASETS:
         kwargs: dict[str, Any] = {
             "n_in": n_in,
             "n_out": n_out,
@@ -52,7 +72,7 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             "n_test": d.n_test,
         }
         if d.dataset == "random":
-            g = torch.Generator().manual_seed(d.teacher_seed)
+            g = torch.Generator().manual_seed(data_seed(cfg))
             n = d.n_train + d.n_val + d.n_test
             x = (torch.rand(n, n_in, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
             y = torch.randn(n, n_out, generator=g, dtype=torch.float64).to(dtype)
@@ -69,7 +89,7 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
             )
         splits = load_dataset(
             "teacher_student",
-            seed=d.teacher_seed,
+            seed=data_seed(cfg),
             val_size=d.n_val,
             dtype=dtype,
             device=cfg.device,
@@ -82,7 +102,7 @@ def load_data(cfg: ExperimentConfig) -> DataSplits:
         splits = load_dataset(
             d.dataset,
             data_dir=d.data_dir,
-            seed=cfg.seed,
+            seed=data_seed(cfg),
             val_size=d.val_size,
             max_train_samples=d.max_train_samples,
             max_test_samples=d.max_test_samples,
