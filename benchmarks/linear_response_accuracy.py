@@ -11,7 +11,9 @@ closed form (``linear_response``, every sample in closed form) against the conti
 limit (``etdrk4`` at rtol 1e-8; with ``--discretisation reference_euler``: against the reference
 scheme ``euler_reference`` at the config's dt and steps), the per-sample error estimates, the
 fraction of samples that would fall back at ``linear_response_tol`` = 1e-6, and the wall
-times.
+times. With ``--per-sample N``, the first ``N`` samples are also run one at a time (with the
+batch's targets) by both solvers, so that each sample's own update error and final-deviation
+error can be set against its estimate (``error_over_estimate_max`` must stay below 1).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import time
 
 import torch
 
-from neurodfc.config import load_config
+from neurodfc.config import SimulationConfig, load_config
 from neurodfc.experiment import load_data
-from neurodfc.solve import simulate
+from neurodfc.solve import Solution, simulate
 from neurodfc.system import DFCSystem
 
 
@@ -32,7 +34,52 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def measure(path: str, batch: int, rtol: float, disc: str) -> dict[str, float | str]:
+def _flat(sol: Solution) -> torch.Tensor:
+    assert sol.accumulator is not None
+    return torch.cat([a.flatten() for a in [*sol.accumulator.W, *sol.accumulator.b]])
+
+
+def _dz(sol: Solution) -> torch.Tensor:
+    return torch.cat([v - f for v, f in zip(sol.v_final, sol.v_ff, strict=True)], 1)
+
+
+def per_sample(
+    system: DFCSystem,
+    x: torch.Tensor,
+    rt: torch.Tensor,
+    sims: dict[str, SimulationConfig],
+    rule: str,
+    est: torch.Tensor,
+) -> dict[str, float]:
+    """Each sample's own errors (run alone, with the batch's targets) against its estimate.
+
+    Args:
+        system: the system.
+        x: the samples to run [N, n_0].
+        rt: their targets (computed on the whole batch) [N, n_L].
+        sims: the closed form's (``lr``) and the oracle's (``ref``) simulation settings.
+        rule: the forward rule.
+        est: the samples' estimates [N].
+    """
+    err = []
+    for b in range(x.shape[0]):
+        xb, rb = x[b : b + 1], rt[b : b + 1]
+        lr, ref = (simulate(system, xb, rb, sim=sims[k], record=False, accumulate=rule)
+                   for k in ("lr", "ref"))  # fmt: skip
+        err.append(max(_rel(_flat(lr), _flat(ref)), _rel(_dz(lr), _dz(ref))))
+    e = torch.tensor(err, dtype=est.dtype)
+    return {
+        "per_sample_n": float(x.shape[0]),
+        "per_sample_error_median": float(e.median()),
+        "per_sample_error_max": float(e.max()),
+        "error_over_estimate_max": float((e / est).max()),
+        "estimate_over_error_median": float((est / e).median()),
+    }
+
+
+def measure(
+    path: str, batch: int, rtol: float, disc: str, n_single: int = 0
+) -> dict[str, float | str]:
     """Closed form vs its oracle on the first training batch of ``path``.
 
     Args:
@@ -40,6 +87,7 @@ def measure(path: str, batch: int, rtol: float, disc: str) -> dict[str, float | 
         batch: batch size.
         rtol: ETDRK4's relative tolerance of the oracle (continuous).
         disc: ``continuous`` or ``reference_euler``.
+        n_single: how many samples to run one at a time as well (see :func:`per_sample`).
     """
     cfg = load_config(path)
     system = DFCSystem.from_config(cfg)
@@ -63,15 +111,15 @@ def measure(path: str, batch: int, rtol: float, disc: str) -> dict[str, float | 
         out[k] = simulate(system, x, rt, sim=sim, record=False, accumulate=rule)
         secs[k] = time.perf_counter() - t0
     lr, ref = out["lr"], out["ref"]
-    assert lr.accumulator is not None and ref.accumulator is not None
-    flat = [
-        torch.cat([a.flatten() for a in [*s.accumulator.W, *s.accumulator.b]]) for s in (lr, ref)
-    ]
-    dz = [torch.cat([v - f for v, f in zip(s.v_final, s.v_ff, strict=True)], 1) for s in (lr, ref)]
+    flat, dz = [_flat(s) for s in (lr, ref)], [_dz(s) for s in (lr, ref)]
     est = lr.extras["lr_estimate"]
     unstable = lr.extras["lr_reason"] == 2
     size = torch.cat(ref.v_ff, 1).norm(dim=1)
+    single = {}
+    if n_single > 0:
+        single = per_sample(system, x[:n_single], rt[:n_single], sims, rule, est[:n_single])
     return {
+        **single,
         "config": path,
         "batch": batch,
         "discretisation": disc,
@@ -97,9 +145,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--discretisation", default="continuous")
+    ap.add_argument("--per-sample", type=int, default=0)
     args = ap.parse_args()
     for path in args.configs:
-        print(json.dumps(measure(path, args.batch, args.rtol, args.discretisation)), flush=True)
+        res = measure(path, args.batch, args.rtol, args.discretisation, args.per_sample)
+        print(json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":

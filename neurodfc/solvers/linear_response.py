@@ -7,7 +7,8 @@ final voltages, the control and the forward rules' trajectory integrals without 
 Exact for linear networks. For a nonlinear ``phi`` the loop is linearised with secant slopes
 through the fixed point of the tangent linearisation (:func:`secant_slopes`): the fixed point
 is then second order in the output error, the transient first order, and
-:func:`error_estimate` bounds the relative error per sample. Samples whose estimate exceeds
+:func:`neurodfc.solvers.lr_estimate.error_estimate` bounds the relative error per sample
+(the first neglected term, in closed form, times a safety factor). Samples whose estimate exceeds
 ``simulation.linear_response_tol``, whose linearised loop is unstable or whose result is not
 finite are simulated by ``simulation.fallback_solver``;
 ``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
@@ -17,6 +18,7 @@ finite are simulated by ``simulation.fallback_solver``;
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -38,7 +40,6 @@ from neurodfc.solvers.lr_closed_forms import (
     Moments,
     augmented,
     basal_span,
-    max_real_eig,
     moments,
     power_moments,
     power_trajectory,
@@ -47,6 +48,7 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
+from neurodfc.solvers.lr_estimate import error_estimate, fixed_point_voltages, rule_slope
 from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 
 REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite", "output_too_wide")
@@ -85,7 +87,7 @@ class LinearResponse:
         y0 = steady_state(first)
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(first, y0))
         mom = lin.moments()
-        est = error_estimate(lin, mom, y0)
+        est = error_estimate(lin, mom, first, y0, steady_state(lin), p.accumulate)
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
         reason[~(est <= sim.linear_response_tol)] = 1
         reason[~(first.stable() & lin.stable())] = 2
@@ -132,7 +134,7 @@ class _Linearised:
         self.discrete = sim.discretisation == "reference_euler"
         self.nL = loop.sizes[-1]
         self.D = [lay.phi_prime(v) for lay, v in zip(loop.layers, loop.v_ff, strict=True)]
-        self.D_rule = self.D
+        self.D_tan = self.D_rule = self.D
         if slopes is not None:
             self.D, self.D_rule = slopes
         self.P = span_matrices(loop.W, self.D, loop.Q)
@@ -162,13 +164,20 @@ class _Linearised:
         h = self.sim.horizon / (self.sim.n_steps - 1)
         return trajectory(self.Aw, [k * h for k in steps])
 
+    @functools.cached_property
+    def slowest(self) -> torch.Tensor:
+        """The slowest mode's eigenvalue [B] (complex): continuous, the eigenvalue of ``A`` of
+        largest real part; the scheme, the logarithm of the step matrix's eigenvalue of largest
+        modulus (a rate per step)."""
+        ev = torch.linalg.eigvals(self.Aw[:, :-1, :-1])
+        if self.discrete:
+            ev = torch.log(ev)
+        return ev.gather(-1, ev.real.argmax(-1, keepdim=True)).squeeze(-1)
+
     def stable(self) -> torch.Tensor:
         """Per sample [B]: the linearised loop is stable (continuous: ``max Re eig A < 0``;
         the scheme: spectral radius of the step matrix ``< 1``)."""
-        A = self.Aw[:, :-1, :-1]
-        if self.discrete:
-            return torch.linalg.eigvals(A).abs().amax(-1) < 1.0
-        return max_real_eig(A) < 0.0
+        return self.slowest.real < 0.0
 
     @property
     def Kn(self) -> int:
@@ -188,52 +197,6 @@ class _Linearised:
         if self.discrete:  # the scheme's u[t] is a state (it lags e by a step)
             return e, y[..., self.Kn + self.nL :], u_int
         return e, u_int + self.pi.k_p * e, u_int
-
-
-def curvature(lin: _Linearised) -> list[torch.Tensor]:
-    """``|phi''(v^-) / phi'(v^-)|`` per layer [B, n_i] (central difference of ``phi'``; 0 for
-    a linear layer).
-
-    Args:
-        lin: the linearised loop.
-    """
-    out = []
-    for lay, v, d in zip(lin.loop.layers, lin.loop.v_ff, lin.D, strict=True):
-        h = 1e-4 * (1.0 + v.abs())
-        dd = (lay.phi_prime(v + h) - lay.phi_prime(v - h)) / (2 * h)
-        out.append((dd / d.abs().clamp_min(torch.finfo(d.dtype).tiny)).abs())
-    return out
-
-
-def error_estimate(lin: _Linearised, mom: Moments, y0: torch.Tensor) -> torch.Tensor:
-    """Per-sample estimate [B] of the relative error of the secant-linearised solution.
-
-    The secant through ``0`` and the fixed point ``z_ss`` misses ``phi(v^- + z)`` by
-    ``phi''(xi) z (z - z_ss) / 2``: relative to the kept term, ``|phi''/phi'| |z - z_ss| / 2``.
-    The estimate is ``max_{i,a} |phi''/phi'|_{i,a} |P_{i,a}| (d_traj + d_ss)`` with
-    ``d_traj = max(rms_t |x(t) - x_ss|, |x(T) - x_ss|)`` (the transient, from the Gramian) and
-    ``d_ss = |x_ss - x_ss^(0)|`` (the move of the fixed point between the tangent and the
-    secant linearisation, which bounds the secant's own error).
-
-    Args:
-        lin: the secant-linearised loop.
-        mom: its moments.
-        y0: the fixed point of the tangent linearisation [B, m].
-    """
-    Kn = lin.Kn
-    x_ss = steady_state(lin)[:, :Kn]
-    count = float(lin.sim.n_steps if lin.discrete else lin.sim.horizon)
-    X1, G = mom.integral[:, :Kn], mom.gram[:, :Kn, :Kn]
-    tr = torch.diagonal(G, dim1=-2, dim2=-1).sum(-1) - 2 * (X1 * x_ss).sum(-1)
-    tr = tr + count * (x_ss * x_ss).sum(-1)
-    rms = (tr.clamp_min(0.0) / count).sqrt()
-    d_traj = torch.maximum(rms, torch.linalg.vector_norm(mom.final[:, :Kn] - x_ss, dim=-1))
-    dev = d_traj + torch.linalg.vector_norm(x_ss - y0[:, :Kn], dim=-1)
-    est = torch.zeros_like(dev)
-    for kappa, P in zip(curvature(lin), lin.P, strict=True):
-        rows = torch.linalg.vector_norm(P, dim=-1)
-        est = torch.maximum(est, (kappa * rows).amax(-1) * dev)
-    return est
 
 
 def _final_state(
@@ -258,7 +221,7 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
     G = torch.where(keep3, mom.gram[:, :Kn, :Kn], 0.0)
     W_acc, b_acc = [], []
     for i in range(loop.L):
-        scale = lin.D_rule[i] if p.accumulate != "voltage_difference" else None
+        scale = rule_slope(lin, p.accumulate, i)
         d_int = (lin.S[i] @ X1.unsqueeze(-1)).squeeze(-1)
         if scale is not None:
             d_int = d_int * scale
@@ -359,11 +322,7 @@ def secant_slopes(
         y_ss: its fixed point.
     """
     loop = lin.loop
-    y_ss = torch.where(torch.isfinite(y_ss), y_ss, 0.0)
-    z = lin.deviations(y_ss)
-    v = [vf + zi for vf, zi in zip(loop.v_ff, z, strict=True)]
-    r = [lay.phi(vi) for lay, vi in zip(loop.layers, v, strict=True)]
-    vb = [loop.basal(i, r[i - 1] if i > 0 else loop.x) for i in range(loop.L)]
+    v, vb = fixed_point_voltages(lin, y_ss)
 
     def secant(lay: NeuronLayer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = b - a

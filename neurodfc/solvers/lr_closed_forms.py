@@ -185,15 +185,6 @@ def trajectory(Aw: torch.Tensor, times: list[float]) -> torch.Tensor:
     return torch.stack(out) if out else w.new_zeros((0, B, m1 - 1))
 
 
-def max_real_eig(A: torch.Tensor) -> torch.Tensor:
-    """``max Re eig(A)`` per sample [B].
-
-    Args:
-        A: matrices [B, m, m].
-    """
-    return torch.linalg.eigvals(A).real.amax(dim=-1)
-
-
 def reference_system(
     C: torch.Tensor,
     e0: torch.Tensor,
