@@ -10,6 +10,7 @@ from neurodfc.core.filters import LowPass
 from neurodfc.core.noise import GaussianNoise
 from neurodfc.core.noise import NoiseSource as AnyNoiseSource
 from neurodfc.fastpath.buffers import FusedBuffers, Records
+from neurodfc.fastpath.graphs import CudaGraphs, GraphRunner, graph_plan, run_with_graphs
 from neurodfc.fastpath.settings import DEFAULT_CHUNK, ConvergedTest, EulerRun, FusedSettings
 from neurodfc.fastpath.signals import TeachingSignals
 from neurodfc.fastpath.stack import StackedNetwork
@@ -28,6 +29,7 @@ def run_fused(
     converged: ConvergedTest | None = None,
     noise_source: AnyNoiseSource | None = None,
     feedback_filter: LowPass | None = None,
+    graphs: GraphRunner | None = None,
 ) -> EulerRun:
     """Simulate the reference scheme of ``cfg`` from the feedforward state of ``x``.
 
@@ -44,6 +46,9 @@ def run_fused(
             from ``generator``).
         feedback_filter: pair the apical voltage with the high-pass ``u - LP(u)`` of this
             low-pass in the sleep-phase sums (Strong-DFC's single phase).
+        graphs: how whole periods of steps are captured and replayed
+            (:mod:`neurodfc.fastpath.graphs`; None: CUDA graphs on a CUDA device when
+            ``cfg.cuda_graphs`` and the run allow it, else the plain loop).
 
     Returns:
         An :class:`EulerRun`.
@@ -51,46 +56,98 @@ def run_fused(
     b = FusedBuffers(net, x, r_target, cfg)
     rec = Records(b, cfg)
     sig = TeachingSignals(b, cfg.accumulate) if cfg.accumulate is not None else None
-    T, K, chunk = cfg.n_steps, cfg.slots, cfg.chunk
     src: AnyNoiseSource | None = None
     if cfg.noisy:
         if noise_source is None and b.lead:
             raise ValueError("an ensemble's noise comes from its members' sources (noise_source)")
-        src = noise_source or GaussianNoise((x.shape[0], b.N), x.dtype, x.device, generator, T - 1)
-    feedback = cfg.accumulate_feedback
+        src = noise_source or GaussianNoise(
+            (x.shape[0], b.N), x.dtype, x.device, generator, cfg.n_steps - 1
+        )
     check = cfg.early_stop and converged is not None
-    layers = range(b.L)
-    record_at = rec.index.get
+    loop = _Loop(b, cfg, rec, sig, src, feedback_filter, converged if check else None)
     rec.store(0, 0, b)
-    s = 0  # slot of the current state
-    steps_done = 0
-    remaining = 0
-    for t in range(T - 1):
-        boundary = K > 1 and s == K - 1
+    t = 0
+    plan = graph_plan(
+        cfg.n_steps,
+        cfg.slots,
+        cfg.record_steps,
+        eligible=cfg.cuda_graphs and not check and src is None and feedback_filter is None,
+    )
+    if graphs is None and plan is not None and x.is_cuda:
+        graphs = CudaGraphs(x.device)
+    if graphs is not None and plan is not None:
+        t = run_with_graphs(loop, plan, graphs)
+    while t < cfg.n_steps - 1 and loop.step(t):
+        t += 1
+    return _finish(b, rec, sig, cfg, loop.s, loop.steps_done, loop.remaining)
+
+
+class _Loop:
+    """The fused loop between two steps: the buffers, the slot of the current state, the
+    steps done, and what a step needs (records, sums, noise, filter, early-stop test)."""
+
+    def __init__(
+        self,
+        b: FusedBuffers,
+        cfg: FusedSettings,
+        rec: Records,
+        sig: TeachingSignals | None,
+        src: AnyNoiseSource | None,
+        feedback_filter: LowPass | None,
+        converged: ConvergedTest | None,
+    ) -> None:
+        self.b, self.cfg, self.rec, self.sig, self.src = b, cfg, rec, sig, src
+        self.feedback_filter, self.converged = feedback_filter, converged
+        self.s = 0
+        """Rate slot of the current state."""
+        self.steps_done = 0
+        self.remaining = 0
+        """Steps left when an early stop ended the loop."""
+
+    @property
+    def u(self) -> torch.Tensor:
+        """The current control ``u[t]`` (a step rebinds it)."""
+        return self.b.u
+
+    @u.setter
+    def u(self, value: torch.Tensor) -> None:
+        self.b.u = value
+
+    def step(self, t: int) -> bool:
+        """Step ``t -> t+1`` (at a chunk's end the slots roll first).
+
+        Args:
+            t: the current time index.
+
+        Returns:
+            False when the early-stop test ended the loop instead (nothing stepped).
+        """
+        b, cfg, sig, K = self.b, self.cfg, self.sig, self.cfg.slots
+        boundary = K > 1 and self.s == K - 1
         if boundary:
             b.roll_chunk()
-            s = 0
-        if check and t > 0 and (boundary or (K == 1 and t % chunk == 0)):
-            assert converged is not None
-            if _stop_now(b, sig, converged, s, chunk):
-                remaining = T - 1 - t
-                break
+            self.s = 0
+        if self.converged is not None and t > 0 and (boundary or (K == 1 and t % cfg.chunk == 0)):
+            if _stop_now(b, sig, self.converged, self.s, cfg.chunk):
+                self.remaining = cfg.n_steps - 1 - t
+                return False
+        s = self.s
         n = s + 1 if K > 1 else 0
         u_new = controller_step(b, cfg, s)
-        if feedback:
-            feedback_sum(b, u_new, feedback_filter)
-        apical_step(b, cfg, u_new, src.next() if src is not None else None)
+        if cfg.accumulate_feedback:
+            feedback_sum(b, u_new, self.feedback_filter)
+        apical_step(b, cfg, u_new, self.src.next() if self.src is not None else None)
         layers_step(b, cfg, s, n)
         b.u = u_new
         if sig is not None:
-            for i in layers:
+            for i in range(b.L):
                 sig.into(b, i, n)
-        s = n
-        steps_done = t + 1
-        k = record_at(steps_done)
+        self.s = n
+        self.steps_done = t + 1
+        k = self.rec.index.get(self.steps_done)
         if k is not None:
-            rec.store(k, s, b)
-    return _finish(b, rec, sig, cfg, s, steps_done, remaining)
+            self.rec.store(k, n, b)
+        return True
 
 
 def _stop_now(

@@ -83,6 +83,9 @@ class FusedSettings:
     """``difference`` (``e = r* - r_L``) or ``softmax`` (``e = r* - softmax(r_L)``)."""
     tau_noise: float | None = None
     """Ornstein-Uhlenbeck noise of this time constant instead of white noise (None: white)."""
+    cuda_graphs: bool = True
+    """On a CUDA device, replay whole periods of steps as CUDA graphs where the run allows
+    (:mod:`neurodfc.fastpath.graphs`)."""
 
     @cached_property
     def tau_a(self) -> float:

@@ -64,6 +64,7 @@ def batch_key(p: Problem) -> Hashable | None:
         sim.inst_transmission,
         sim.proactive_controller,
         sim.inst_system_dynamics,
+        sim.cuda_graphs,
         p.pi.leak,
         p.record_v,
         p.record_apical,

@@ -63,6 +63,7 @@ def fused_settings(p: Problem, rec: list[int]) -> FusedSettings:
         record_apical=p.record_apical,
         error=p.error,
         tau_noise=p.noise_tau,
+        cuda_graphs=sim.cuda_graphs,
     )
 
 
