@@ -31,7 +31,8 @@ The pieces: :mod:`~neurodfc.fastpath.settings` (the run's settings :class:`Fused
 result :class:`EulerRun`), :mod:`~neurodfc.fastpath.buffers` (the preallocated state and the
 records), :mod:`~neurodfc.fastpath.step` (controller, apical compartments, layers: one step in
 place), :mod:`~neurodfc.fastpath.signals` (the teaching signal into the chunked sums of
-:mod:`neurodfc.core.sums`), :mod:`~neurodfc.fastpath.run` (the loop, early stop, completion).
+:mod:`neurodfc.core.sums`), :mod:`~neurodfc.fastpath.run` (the loop, early stop, completion),
+:mod:`~neurodfc.fastpath.graphs` (on CUDA: whole periods of steps replayed as CUDA graphs).
 
 The results equal the plain step-by-step loop (kept as the oracle in
 ``tests/unit/test_fastpath.py``) to about 1e-13 relative in float64, and the generic
