@@ -45,6 +45,10 @@ from neurodfc.epoch import (
     metrics_dataset,
 )
 from neurodfc.experiment import load_data
+from neurodfc.faults import DivergedError as DivergedError
+from neurodfc.faults import NonFiniteError as NonFiniteError
+from neurodfc.faults import RunWriteError as RunWriteError
+from neurodfc.faults import TrainingStopped as TrainingStopped
 from neurodfc.methods import Method, feedback_gradients, get_method
 from neurodfc.results import write_netcdf
 from neurodfc.runs.checkpoint import write_checkpoint
@@ -59,23 +63,6 @@ BAD_KEYS = ("n_nonfinite", "n_diverged")
 """The status counts that :attr:`TrainingConfig.max_bad_fraction` limits."""
 CHECKPOINT_KEYS = ("system", "opt", "batch_gen", "noise_gen", "epochs_done", "rows", "config")
 """Keys every checkpoint holds (a torch file without them is not a neurodfc checkpoint)."""
-
-
-class TrainingStopped(RuntimeError):
-    """A fault stopped the training; the last checkpoint is intact (CLI exit status 1)."""
-
-
-class NonFiniteError(TrainingStopped):
-    """A loss, an update or the weights became NaN/inf; nothing non-finite was saved."""
-
-
-class DivergedError(NonFiniteError):
-    """An epoch's share of non-finite or diverged samples exceeded
-    ``training.max_bad_fraction``; the epoch was not saved."""
-
-
-class RunWriteError(TrainingStopped):
-    """A checkpoint or metrics file could not be written (full disk, read-only folder)."""
 
 
 @dataclass
