@@ -7,7 +7,8 @@ Usage::
 
 For each model file (at initialisation, first training batch of its data set, seed of the
 config): the DFC update (the config's rule) and the DFC-SS final voltage deviations of the
-closed form (``linear_response``, every sample in closed form) against the continuous-time
+closed form (``linear_response``, every sample in closed form; the DFC-SS estimate is the one
+without a rule, set against each sample's final-deviation error) against the continuous-time
 limit (``etdrk4`` at rtol 1e-8; with ``--discretisation reference_euler``: against the reference
 scheme ``euler_reference`` at the config's dt and steps), the per-sample error estimates, the
 fraction of samples that would fall back at ``linear_response_tol`` = 1e-6, and the wall
@@ -112,6 +113,9 @@ def measure(
         secs[k] = time.perf_counter() - t0
     lr, ref = out["lr"], out["ref"]
     flat, dz = [_flat(s) for s in (lr, ref)], [_dz(s) for s in (lr, ref)]
+    # DFC-SS: the estimate without a rule (final state only), against each row's final error
+    est_ss = simulate(system, x, rt, sim=sims["lr"], record=False).extras["lr_estimate"]
+    err_ss = (dz[0] - dz[1]).norm(dim=1) / dz[1].norm(dim=1)
     est = lr.extras["lr_estimate"]
     unstable = lr.extras["lr_reason"] == 2
     size = torch.cat(ref.v_ff, 1).norm(dim=1)
@@ -132,6 +136,12 @@ def measure(
             ((est > 1e-6) | (lr.extras["lr_reason"] != 0)).double().mean()
         ),
         "unstable_fraction": float(unstable.double().mean()),
+        "dfc_ss_estimate_median": float(est_ss.median()),
+        "dfc_ss_estimate_max": float(est_ss.max()),
+        "dfc_ss_error_over_estimate_max": float((err_ss / est_ss).max()),
+        "dfc_ss_fallback_fraction_at_1e-6": float(
+            ((est_ss > 1e-6) | (lr.extras["lr_reason"] != 0)).double().mean()
+        ),
         "seconds_closed_form": secs["lr"],
         "seconds_oracle": secs["ref"],
         "oracle_nfe": float(ref.nfe),
