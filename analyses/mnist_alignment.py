@@ -22,7 +22,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
+import numpy as np
+import xarray as xr
 from _common import REPO, model, outputs, parser, say, stack_runs, train_all
 
 from neurodfc.figures import plot_alignment_runs
@@ -85,13 +88,85 @@ def overrides(name: str, quick: bool, epochs: int, device: str | None) -> list[s
     return over
 
 
+def _fmt(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.1f}"
+
+
+def summary_table(ds: xr.Dataset) -> str:
+    """Markdown tables of ``mnist_alignment.nc``: per run and reference the whole-network angle
+    at the first and last log and its mean over the logs of each epoch; per run the
+    Condition-2 measure (first -> last log), the angle of ``Q`` with ``J^+`` (``gamma = 0``,
+    trained feedback only), the null-space ratio of the hidden layers (mean over the hidden
+    layers, last log) and the test accuracy after each epoch.
+
+    Args:
+        ds: the stacked runs (what ``main`` writes).
+    """
+    epochs = np.asarray(ds["step_epoch"].values) if "step_epoch" in ds.coords else None
+    ep_ids = sorted(set(int(e) for e in epochs)) if epochs is not None else []
+    head = "| run | reference | first log | last log | " + " | ".join(
+        f"mean, epoch {e}" for e in ep_ids
+    )
+    lines = [head + " |", "|" + "---|" * (4 + len(ep_ids))]
+    ang = ds["angle_network"]
+    for run in ds["run"].values:
+        for ref in ds["reference"].values:
+            a = ang.sel(run=run, reference=ref).values
+            if not np.isfinite(a).any():
+                continue
+            means = [float(np.nanmean(a[epochs == e])) for e in ep_ids] if ep_ids else []
+            cells = [_fmt(float(a[0])), _fmt(float(a[-1])), *[_fmt(m) for m in means]]
+            lines.append(f"| {run} | {ref} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| run | Condition 2: first -> last | Q vs J^+ [deg]: first -> last | "
+        "null-space ratio, hidden layers (last) | test accuracy per epoch [%] |",
+        "|---|---|---|---|---|",
+    ]
+    for run in ds["run"].values:
+        r = ds.sel(run=run)
+
+        def ends(var: str, r: xr.Dataset = r) -> str:
+            if var not in r:
+                return "-"
+            v = r[var].sel(gamma=0.0).values if "gamma" in r[var].dims else r[var].values
+            if not np.isfinite(v).any():
+                return "-"
+            return (
+                f"{v[0]:.3f} -> {v[-1]:.3f}"
+                if var == "condition2"
+                else (f"{v[0]:.1f} -> {v[-1]:.1f}")
+            )
+
+        ns = "-"
+        if "nullspace_ratio" in r:
+            last = r["nullspace_ratio"].isel(step=-1).values[:-1]  # hidden layers
+            ns = f"{float(np.nanmean(last)):.3f}" if np.isfinite(last).any() else "-"
+        acc = ", ".join(f"{100 * float(v):.2f}" for v in r["test_accuracy"].values)
+        lines.append(f"| {run} | {ends('condition2')} | {ends('angle_Q_pinv')} | {ns} | {acc} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the MNIST runs and write ``mnist_alignment.nc`` / ``.png`` into ``--out``."""
     p = parser("mnist_alignment", __doc__ or "")
     p.add_argument("--runs", default=None, help="comma-separated subset of runs")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the markdown tables of the existing OUT/mnist_alignment.nc and exit",
+    )
     args = p.parse_args(argv)
+    if args.summary_only:
+        path = Path(args.out) / "mnist_alignment.nc"
+        if not path.is_file():
+            say(f"mnist_alignment: {path} not found (train first, without --summary-only)")
+            return 2
+        with xr.open_dataset(path) as done:
+            print(summary_table(done.load()))
+        return 0
     names = (
         [n.strip() for n in args.runs.split(",")]
         if args.runs
@@ -118,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if "nullspace_ratio" in ds:
             ns = ds["nullspace_ratio"].sel(run=run).isel(step=-1).values
             say(f"mnist_alignment {run}: last null-space ratios per layer {ns.round(3).tolist()}")
+    print(summary_table(ds))
     say(f"mnist_alignment: wrote {nc} and {png}")
     return 0
 
