@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "training",
         (
             "neurodfc.trainer",
+            "neurodfc.faults",
             "neurodfc.epoch",
             "neurodfc.callbacks",
             "neurodfc.runs",
