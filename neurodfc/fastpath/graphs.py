@@ -149,7 +149,8 @@ class CudaGraphs:
             body: the period's steps.
         """
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other threads (an ensemble's members) are not part of this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             body()
         self.graph = graph
         return graph.replay
