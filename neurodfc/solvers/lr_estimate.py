@@ -113,7 +113,8 @@ def _control_response(
     JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
     eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
     g = lin.D[-1] * h[-1] + rho[-1]
-    return -torch.linalg.solve(JQ + leak * eye, g.unsqueeze(-1)).squeeze(-1)
+    du, info = torch.linalg.solve_ex(JQ + leak * eye, -g.unsqueeze(-1))
+    return torch.where((info == 0)[:, None], du.squeeze(-1), torch.nan)  # singular: fall back
 
 
 def _integrated_remainders(
@@ -121,12 +122,12 @@ def _integrated_remainders(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """Per layer [B, n_i]: the time integrals (the scheme: sums) of the rate remainder and of
     the nonlinear-difference signal's remainder (zero for the other rules), and ``int s_i``."""
-    Kn = lin.Kn
-    X1, G = mom.integral[:, :Kn].unsqueeze(-1), mom.gram[:, :Kn, :Kn]
     f2 = second_derivative(lin)
     rho, rho_rule, kept = [], [], []
     for i in range(lin.loop.L):
-        P, S = lin.P[i], lin.S[i]
+        k = (i + 1) * lin.nL  # layer i's spans have no blocks beyond lag i
+        P, S = lin.P[i][..., :k], lin.S[i][..., :k]
+        X1, G = mom.integral[:, :k].unsqueeze(-1), mom.gram[:, :k, :k]
         z1, s1 = (P @ X1).squeeze(-1), (S @ X1).squeeze(-1)
         rho.append(f2[i] / 2 * (((P @ G) * P).sum(-1) - z0[i] * z1))
         if rule == "nonlinear_difference":
