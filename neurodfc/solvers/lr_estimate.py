@@ -94,6 +94,12 @@ def fixed_point_voltages(
     return v, vb
 
 
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` with ``0 / 0 = 0`` (a sample already at its target has nothing to
+    neglect)."""
+    return torch.where(den > 0, num / den.where(den > 0, 1.0), torch.where(num > 0, torch.inf, 0.0))
+
+
 def _carried(lin: _Linearised, rho: list[torch.Tensor]) -> list[torch.Tensor]:
     """``h_i = W_i (D_{i-1} h_{i-1} + rho_{i-1})``, ``h_0 = 0``: rate perturbations ``rho``
     (per layer [B, n_i]) carried forward through the linearised layers."""
@@ -162,7 +168,7 @@ def _update_term(
         w = (r_prev * r_prev).sum(-1) + 1.0
         num = num + w * ((d_err + rho_rule[i]) ** 2).sum(-1)
         den = den + w * (d_int**2).sum(-1)
-    return (num / den).sqrt()
+    return _ratio(num, den).sqrt()
 
 
 def _static_deviation(lin: _Linearised, rho: list[torch.Tensor]) -> torch.Tensor:
@@ -209,7 +215,7 @@ def _final_term(
     hist = (rate * count).clamp_min(1.0) * amp / dist.clamp_min(tiny)
     hist = hist * rate / (-lin.slowest.real).clamp_min(tiny)
     term = _static_deviation(lin, rho) + hist * _static_deviation(lin, rho_tr)
-    return term / size, amp / torch.linalg.vector_norm(x_ss, dim=-1)
+    return _ratio(term, size), _ratio(amp, torch.linalg.vector_norm(x_ss, dim=-1))
 
 
 def _cauchy_schwarz_bound(

@@ -314,3 +314,17 @@ def test_estimate_without_a_rule_bounds_a_lightly_damped_final_state() -> None:
         dz = [torch.cat([v - f for v, f in zip(s.v_final, s.v_ff, strict=True)], 1)
               for s in (lr, ref)]  # fmt: skip
         assert _rel(dz[0], dz[1]) <= float(lr.extras["lr_estimate"][0])
+
+
+def test_a_sample_at_its_target_has_a_zero_estimate() -> None:
+    """A sample whose output already equals its target has no deviation: nothing is neglected,
+    its estimate is 0 (not 0 / 0) and it stays in closed form, with its final state at the
+    feedforward one."""
+    system, x, rt = _setup("tanh", lam=0.02, alpha=0.1, batch=2, seed=3)
+    probe = _run(system, x, rt, LR)
+    rt = rt.clone()
+    rt[1] = probe.r_ff[-1][1]
+    lr = _run(system, x, rt, {"solver": "linear_response"}, accumulate="nonlinear_difference")
+    assert float(lr.extras["lr_estimate"][1]) == 0.0
+    assert int(lr.extras["lr_path"][1]) == 0
+    assert torch.equal(lr.v_final[0][1], lr.v_ff[0][1])
