@@ -92,6 +92,16 @@ def _fmt(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.1f}"
 
 
+def _ends(r: xr.Dataset, var: str, digits: int) -> str:
+    """``first -> last`` log of ``var`` of one run (``gamma = 0`` where it has that dim)."""
+    if var not in r:
+        return "-"
+    v = r[var].sel(gamma=0.0).values if "gamma" in r[var].dims else r[var].values
+    if not np.isfinite(v).any():
+        return "-"
+    return f"{v[0]:.{digits}f} -> {v[-1]:.{digits}f}"
+
+
 def summary_table(ds: xr.Dataset) -> str:
     """Markdown tables of ``mnist_alignment.nc``: per run and reference the whole-network angle
     at the first and last log and its mean over the logs of each epoch; per run the
@@ -126,24 +136,13 @@ def summary_table(ds: xr.Dataset) -> str:
     for run in ds["run"].values:
         r = ds.sel(run=run)
 
-        def ends(var: str, r: xr.Dataset = r) -> str:
-            if var not in r:
-                return "-"
-            v = r[var].sel(gamma=0.0).values if "gamma" in r[var].dims else r[var].values
-            if not np.isfinite(v).any():
-                return "-"
-            return (
-                f"{v[0]:.3f} -> {v[-1]:.3f}"
-                if var == "condition2"
-                else (f"{v[0]:.1f} -> {v[-1]:.1f}")
-            )
-
         ns = "-"
         if "nullspace_ratio" in r:
             last = r["nullspace_ratio"].isel(step=-1).values[:-1]  # hidden layers
             ns = f"{float(np.nanmean(last)):.3f}" if np.isfinite(last).any() else "-"
         acc = ", ".join(f"{100 * float(v):.2f}" for v in r["test_accuracy"].values)
-        lines.append(f"| {run} | {ends('condition2')} | {ends('angle_Q_pinv')} | {ns} | {acc} |")
+        c2, qp = _ends(r, "condition2", 3), _ends(r, "angle_Q_pinv", 1)
+        lines.append(f"| {run} | {c2} | {qp} | {ns} | {acc} |")
     return "\n".join(lines)
 
 
