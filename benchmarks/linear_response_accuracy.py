@@ -79,7 +79,7 @@ def per_sample(
 
 
 def measure(
-    path: str, batch: int, rtol: float, disc: str, n_single: int = 0
+    path: str, batch: int, rtol: float, disc: str, n_single: int = 0, order: int = 1
 ) -> dict[str, float | str]:
     """Closed form vs its oracle on the first training batch of ``path``.
 
@@ -89,6 +89,7 @@ def measure(
         rtol: ETDRK4's relative tolerance of the oracle (continuous).
         disc: ``continuous`` or ``reference_euler``.
         n_single: how many samples to run one at a time as well (see :func:`per_sample`).
+        order: the expansion order of the closed form.
     """
     cfg = load_config(path)
     system = DFCSystem.from_config(cfg)
@@ -98,7 +99,12 @@ def measure(
     rule = cfg.method.rule
     sims = {
         "lr": cfg.simulation.model_copy(
-            update={"solver": "linear_response", "linear_response_tol": 1.0, "discretisation": disc}
+            update={
+                "solver": "linear_response",
+                "linear_response_tol": 1.0,
+                "discretisation": disc,
+                "order": order,
+            }
         ),
         "ref": cfg.simulation.model_copy(
             update={"solver": "etdrk4", "rtol": rtol, "atol": 1e-14}
@@ -127,6 +133,7 @@ def measure(
         "config": path,
         "batch": batch,
         "discretisation": disc,
+        "order": order,
         "dfc_update_rel_error": _rel(flat[0], flat[1]),
         "final_deviation_rel_error": _rel(dz[0], dz[1]),
         "deviation_over_voltage_median": float((dz[1].norm(dim=1) / size).median()),
@@ -156,9 +163,10 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--discretisation", default="continuous")
     ap.add_argument("--per-sample", type=int, default=0)
+    ap.add_argument("--order", type=int, default=1, help="expansion order (1 or 2)")
     args = ap.parse_args()
     for path in args.configs:
-        res = measure(path, args.batch, args.rtol, args.discretisation, args.per_sample)
+        res = measure(path, args.batch, args.rtol, args.discretisation, args.per_sample, args.order)
         print(json.dumps(res), flush=True)
 
 

@@ -71,9 +71,10 @@ class SimulationConfig(_Section):
     """``etdrk4``: largest step (units of tau_u; None = unbounded). DFC-SS needs only the final
     state: rtol 1e-2 with max_step 0.5 gives about 8e-5 on MNIST with 201 evaluations (DFC at the
     default tolerances: 486)."""
-    order: int = Field(default=1, ge=1, le=1)
-    """``linear_response``: order of the expansion in the voltage deviations (only 1, the
-    linearised closed loop, is implemented; docs/linear_response.md)."""
+    order: int = Field(default=1, ge=1, le=2)
+    """``linear_response``: order of the expansion in the voltage deviations: 1, the (secant-)
+    linearised closed loop; 2, its rule sums corrected by their first neglected term (the
+    integrated remainders carried through the loop; docs/linear_response.md)."""
     discretisation: Literal["continuous", "reference_euler"] = "continuous"
     """``linear_response``: the time discretisation it reproduces: ``continuous`` (the
     continuous-time dynamics, the dt -> 0 limit that ``etdrk4`` approximates) or

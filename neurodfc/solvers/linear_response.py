@@ -12,7 +12,9 @@ is then second order in the output error, the transient first order, and
 ``simulation.linear_response_tol``, whose linearised loop is unstable or whose result is not
 finite are simulated by ``simulation.fallback_solver``;
 ``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
-:data:`REASONS`; ``lr_estimate``).
+:data:`REASONS`; ``lr_estimate``; ``lr_estimate_final``: the final deviations' estimate).
+``simulation.order = 2`` adds the rule sums' first neglected term (second order in the output
+error) to the sums; its estimate is then that of the corrected sums.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class LinearResponse:
                 lr_path=torch.ones(B, dtype=torch.int8, device=p.x.device),
                 lr_reason=torch.full((B,), 4, dtype=torch.int8, device=p.x.device),
                 lr_estimate=torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device),
+                lr_estimate_final=torch.full(
+                    (B,), float("nan"), dtype=p.x.dtype, device=p.x.device
+                ),
             )
             return sol
         loop = p.loop()
@@ -87,17 +92,25 @@ class LinearResponse:
         y0 = steady_state(first)
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(first, y0))
         mom = lin.moments()
-        est = error_estimate(lin, mom, first, y0, steady_state(lin), p.accumulate)
+        estimate = error_estimate(
+            lin, mom, first, y0, steady_state(lin), p.accumulate, order=sim.order
+        )
+        est = estimate.estimate
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
         reason[~(est <= sim.linear_response_tol)] = 1
         reason[~(first.stable() & lin.stable())] = 2
         finite = torch.isfinite(mom.final).all(1) & torch.isfinite(mom.gram).flatten(1).all(1)
         reason[~finite] = 3
-        sol = _closed_form_solution(p, loop, lin, mom, reason == 0)
+        sol = _closed_form_solution(p, loop, lin, mom, reason == 0, estimate.correction)
         fb = reason != 0
         if bool(fb.any()):
             sol = merge_fallback(p, sol, fb)
-        sol.extras.update(lr_path=fb.to(torch.int8), lr_reason=reason, lr_estimate=est)
+        sol.extras.update(
+            lr_path=fb.to(torch.int8),
+            lr_reason=reason,
+            lr_estimate=est,
+            lr_estimate_final=estimate.final_estimate,
+        )
         return sol
 
 
@@ -210,11 +223,19 @@ def _final_state(
     return v, r, vb
 
 
-def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) -> Accumulator:
+def _accumulate(
+    p: Problem,
+    lin: _Linearised,
+    mom: Moments,
+    keep: torch.Tensor,
+    correction: list[torch.Tensor] | None = None,
+) -> Accumulator:
     """The rule's trajectory integrals ``int sum_b d_i r_{i-1}^T dt`` of the kept samples:
     ``d_i = D_i^rule S_i x`` (``D_i^rule = phi'(v_i^-)`` for the nonlinear difference and the
     derivative matrix, 1 for the voltage difference) and ``r_{i-1} = r_{i-1}^- + D_{i-1} P_{i-1}
-    x``, so ``int d_i r_{i-1}^T = D S (int x) r^-T + D S (int x x^T) P^T D``."""
+    x``, so ``int d_i r_{i-1}^T = D S (int x) r^-T + D S (int x x^T) P^T D``; ``correction``
+    (``order = 2``): the second-order term of ``int d_i`` per layer [B, n_i], paired with
+    ``r_{i-1}^-``."""
     loop, Kn = lin.loop, lin.Kn
     keep3 = keep[:, None, None]
     X1 = torch.where(keep[:, None], mom.integral[:, :Kn], 0.0)
@@ -225,6 +246,8 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
         d_int = (lin.S[i] @ X1.unsqueeze(-1)).squeeze(-1)
         if scale is not None:
             d_int = d_int * scale
+        if correction is not None:
+            d_int = d_int + correction[i]
         d_int = torch.where(keep[:, None], d_int, 0.0)
         b_acc.append(d_int.sum(0))
         if i == 0:
@@ -243,7 +266,12 @@ def _accumulate(p: Problem, lin: _Linearised, mom: Moments, keep: torch.Tensor) 
 
 
 def _closed_form_solution(
-    p: Problem, loop: ClosedLoop, lin: _Linearised, mom: Moments, keep: torch.Tensor
+    p: Problem,
+    loop: ClosedLoop,
+    lin: _Linearised,
+    mom: Moments,
+    keep: torch.Tensor,
+    correction: list[torch.Tensor] | None = None,
 ) -> Solution:
     """The :class:`Solution` of the closed forms (every sample; the accumulator sums only the
     ``keep`` samples), status by the reference criteria on the linearised output."""
@@ -276,7 +304,9 @@ def _closed_form_solution(
         u_int_final=u_int_T,
         steps_run=0,
         nfe=0,
-        accumulator=_accumulate(p, lin, mom, keep) if p.accumulate is not None else None,
+        accumulator=(
+            _accumulate(p, lin, mom, keep, correction) if p.accumulate is not None else None
+        ),
     )
     pi = p.pi
     sol = build_solution(
