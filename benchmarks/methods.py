@@ -59,8 +59,10 @@ CONTINUOUS_DFC_SS = [
     "simulation.max_step=0.5",
 ]
 REFERENCE = ["simulation.solver=euler_reference"]
-# the closed-form linear response, first order, every sample in closed form (no fallback)
+# the closed-form linear response, every sample in closed form (no fallback); DFC at order 2
+# (its sums corrected by their first neglected term), DFC-SS at order 1 (nothing to correct)
 LINEAR_RESPONSE = ["simulation.solver=linear_response", "simulation.linear_response_tol=1.0"]
+LINEAR_RESPONSE_2 = [*LINEAR_RESPONSE, "simulation.order=2"]
 # name -> (model file, extra config overrides)
 METHODS: dict[str, tuple[str, list[str]]] = {
     "bp": ("mnist_bp.toml", []),
@@ -71,7 +73,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "sleep": ("mnist_dfc.toml", []),
     "dfc_reference_scheme": ("mnist_dfc.toml", REFERENCE),
     "dfc_ss_reference_scheme": ("mnist_dfc_ss.toml", REFERENCE),
-    "dfc_linear_response": ("mnist_dfc.toml", LINEAR_RESPONSE),
+    "dfc_linear_response": ("mnist_dfc.toml", LINEAR_RESPONSE_2),
     "dfc_ss_linear_response": ("mnist_dfc_ss.toml", LINEAR_RESPONSE),
 }
 SIMULATED = (

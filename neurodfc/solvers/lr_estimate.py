@@ -200,6 +200,15 @@ def _relative(lin: _Linearised, num: list[torch.Tensor], den: list[torch.Tensor]
     return _ratio(n2, d2).sqrt()
 
 
+def _main_size(lin: _Linearised, ints: list[torch.Tensor]) -> torch.Tensor:
+    """``|sum_i int d_i (r_{i-1}^-, 1)^T|_F`` [B] per sample (as :func:`_relative` weighs)."""
+    sq = torch.zeros_like(ints[0][:, 0])
+    for i, d in enumerate(ints):
+        r_prev = lin.loop.x if i == 0 else lin.loop.r_ff[i - 1]
+        sq = sq + ((r_prev * r_prev).sum(-1) + 1.0) * (d * d).sum(-1)
+    return sq.sqrt()
+
+
 def _rule_integrals(
     lin: _Linearised, kept: list[torch.Tensor], rule: str | None
 ) -> list[torch.Tensor]:
@@ -388,19 +397,60 @@ def _second_order_term(
     lin: _Linearised,
     ft: _FinalTerm,
     rule: str | None,
-    unsigned: torch.Tensor,
+    size: torch.Tensor,
     eta: torch.Tensor,
     kept: list[torch.Tensor],
 ) -> torch.Tensor:
     """Relative size [B] of what the order-2 correction of the rule's sums neglects: the
     final-state errors it takes as exact (:func:`_final_residual`, static part and transient
-    part weighted as in :func:`_final_term`) and its own error, :data:`OWN` x ``eta`` x the
-    correction's size before cancellations (``unsigned``, :func:`_unsigned_correction`): the
-    remainders are taken along the linear trajectory and carried by the secant loop."""
+    part weighted as in :func:`_final_term`) and its own error, :data:`OWN` x ``eta`` x
+    ``size`` (the larger of the correction's root-sum-square size, :func:`_rss_correction`,
+    and its size times the condition number of ``J Q + alpha_eff``): the remainders
+    are taken along the linear trajectory and carried by the secant loop, whose slopes are off
+    the local ones by ``eta`` relative."""
     ints = _rule_integrals(lin, kept, rule)
     resid = _relative(lin, _final_residual(lin, ft.static, rule), ints)
     resid = resid + ft.hist * _relative(lin, _final_residual(lin, ft.moving, rule), ints)
-    return resid + OWN * unsigned * eta
+    return resid + OWN * size * eta
+
+
+def _rss_correction(
+    lin: _Linearised, rho: list[torch.Tensor], rho_rule: list[torch.Tensor], rule: str | None
+) -> list[torch.Tensor]:
+    """:func:`_signal_correction` with the terms combined in root-sum-square instead of summed
+    (every matrix, slope and remainder squared, the square root at the end): the correction's
+    size as its errors see it, which do not share the cancellations between the units'
+    remainders (per unit the relative error is about ``eta``, with its own sign)."""
+    pi, nL, L = lin.pi, lin.nL, lin.loop.L
+    h = torch.zeros_like(rho[0])
+    for i in range(1, L):
+        h = (lin.D[i - 1] ** 2 * h + rho[i - 1] ** 2) @ (lin.loop.W[i] ** 2).T
+    g = lin.D[-1] ** 2 * h + rho[-1] ** 2
+    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
+    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
+    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
+    inv, info = torch.linalg.inv_ex(JQ + leak * eye)
+    inv = torch.where((info == 0)[:, None, None], inv**2, torch.nan)
+    du = (inv @ g.unsqueeze(-1)).squeeze(-1)
+    out = []
+    for i in range(L):
+        slope = rule_slope(lin, rule, i)
+        d = du @ (lin.loop.Q[i] ** 2).T
+        if slope is not None:
+            d = slope**2 * d
+        out.append((d + rho_rule[i] ** 2).sqrt())
+    return out
+
+
+def _loop_condition(lin: _Linearised) -> torch.Tensor:
+    """The 2-norm condition number [B] of ``J Q + alpha_eff``, the matrix the integral
+    controller inverts (a relative change of it moves the control's answer by up to this
+    factor more)."""
+    pi, nL, L = lin.pi, lin.nL, lin.loop.L
+    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
+    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
+    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
+    return torch.linalg.cond(JQ + leak * eye)
 
 
 def quadrature_steps(n: int, q: int = QUADRATURE_POINTS) -> list[int]:
@@ -450,51 +500,100 @@ def _graded_states(lin: _Linearised, steps: list[int]) -> torch.Tensor:
 
 def _trapezoid(f: torch.Tensor, steps: list[int], discrete: bool, h: float) -> torch.Tensor:
     """The integral over the horizon (the scheme: the sum over every step) of ``f``
-    [len(steps), B, n] sampled at ``steps``: trapezoid on the steps (the sum adds the
+    [B, n, len(steps)] sampled at ``steps``: trapezoid on the steps (the sum adds the
     endpoints' halves), times ``h`` (continuous)."""
     t = torch.tensor(steps, dtype=f.dtype, device=f.device)
-    dt = (t[1:] - t[:-1]).view(-1, 1, 1)
-    integral = (dt * (f[1:] + f[:-1]) / 2).sum(0)
+    w = torch.zeros_like(t)
+    w[1:] += (t[1:] - t[:-1]) / 2
+    w[:-1] += (t[1:] - t[:-1]) / 2
     if discrete:
-        return integral + (f[0] + f[-1]) / 2
-    return integral * h
+        w[0] += 0.5
+        w[-1] += 0.5
+    else:
+        w = w * h
+    return f @ w
+
+
+class _Quadrature(NamedTuple):
+    """What :func:`_higher_remainders` integrates along the linear trajectory."""
+
+    rates: list[torch.Tensor]
+    """Per layer [B, n_i]: the integral of the rates' remainder beyond its quadratic part."""
+    signal: list[torch.Tensor]
+    """Per layer [B, n_i]: the same for the nonlinear-difference signal (else zeros)."""
+    rates_err: list[torch.Tensor]
+    """The quadrature's error estimate of :attr:`rates` (difference from every other point)."""
+    signal_err: list[torch.Tensor]
+    """The quadrature's error estimate of :attr:`signal`."""
+    pre_remainder: list[torch.Tensor]
+    """Per layer ``i >= 1`` [B]: ``int |d_i| |R_{i-1}| dt``, bounding the sums' part
+    ``int d_i R_{i-1}^T`` that pairs the signal with the presynaptic rates' whole remainder."""
+    pre_transient: list[torch.Tensor]
+    """Per layer ``i >= 1`` [B]: ``int |d_i - d_i(T)| |D_{i-1} z_{i-1}| dt``."""
+    pre_settled: list[torch.Tensor]
+    """Per layer ``i >= 1`` [B]: ``int |d_i(T)| |D_{i-1} z_{i-1}| dt``."""
 
 
 def _higher_remainders(
     lin: _Linearised, z0: list[torch.Tensor], s0: list[torch.Tensor], rule: str | None
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+) -> _Quadrature:
     """The time integrals (the scheme: sums) per layer [B, n_i] of what the quadratic
     remainders leave out, the rates' ``phi(v^- + z) - phi(v^-) - D_sec z - phi'' z (z - z0) / 2``
     and the nonlinear-difference signal's ``phi(v) - phi(v - s) - D_rule s - phi'' s ((z - z0)
     - (s - s0) / 2)``, evaluated exactly along the linear trajectory on the graded grid of
     :func:`quadrature_steps` (they are third order and vanish at the fixed point; their
     third moments are not in the Gramian, and their sign along a non-monotone transient
-    matters), and the quadrature's error estimate (the difference from every other point)."""
+    matters), the quadrature's error estimate (the difference from every other point), and
+    the integrals that size the sums' presynaptic part (see :class:`_Quadrature`)."""
     loop, n = lin.loop, lin.sim.n_steps
     steps = quadrature_steps(n)
     half = steps[::2] if (len(steps) - 1) % 2 == 0 else [*steps[:-1:2], steps[-1]]
     idx = [steps.index(k) for k in half]
     h = lin.sim.horizon / (n - 1)
-    x = _graded_states(lin, steps)[..., : lin.Kn].unsqueeze(-1)
-    zs = [(P @ x).squeeze(-1) for P in lin.P]
+    X = _graded_states(lin, steps)[..., : lin.Kn].permute(1, 2, 0)  # [B, Kn, K]
     f2 = second_derivative(lin)
-    out: tuple[list[torch.Tensor], ...] = ([], [], [], [])
-    for i, (lay, z) in enumerate(zip(loop.layers, zs, strict=True)):
-        vf = loop.v_ff[i]
-        exact = lay.phi(vf + z) - lay.phi(vf) - lin.D[i] * z
-        hi = exact - f2[i] / 2 * z * (z - z0[i])
+    out = _Quadrature([], [], [], [], [], [], [])
+    prev: tuple[torch.Tensor, torch.Tensor] | None = None  # |R_{i-1}|, |D z_{i-1}| [B, K]
+    for i, lay in enumerate(loop.layers):
+        k = (i + 1) * lin.nL  # layer i's spans have no blocks beyond lag i
+        z = lin.P[i][..., :k] @ X[:, :k]  # [B, n_i, K]
+        sv = lin.S[i][..., :k] @ X[:, :k]
+        vf, a, c = loop.v_ff[i].unsqueeze(-1), z0[i].unsqueeze(-1), f2[i].unsqueeze(-1)
+        v = vf + z
+        pv = lay.phi(v)
+        R = pv - lay.phi(vf) - lin.D[i].unsqueeze(-1) * z
+        hi = R - c / 2 * z * (z - a)
         if rule == "nonlinear_difference":
-            sv = (lin.S[i] @ x).squeeze(-1)
-            sig = lay.phi(vf + z) - lay.phi(vf + z - sv) - lin.D_rule[i] * sv
-            hi_r = sig - f2[i] * sv * ((z - z0[i]) - (sv - s0[i]) / 2)
+            hi_r = pv - lay.phi(v - sv)
+            hi_r -= sv * (
+                lin.D_rule[i].unsqueeze(-1) + c * ((z - a) - (sv - s0[i].unsqueeze(-1)) / 2)
+            )
         else:
             hi_r = torch.zeros_like(hi)
-        for slot, g in ((0, hi), (1, hi_r)):
+        for full_l, err_l, g in (
+            (out.rates, out.rates_err, hi),
+            (out.signal, out.signal_err, hi_r),
+        ):
             full = _trapezoid(g, steps, lin.discrete, h)
-            coarse = _trapezoid(g[idx], half, lin.discrete, h)
-            out[slot].append(full)
-            out[slot + 2].append((full - coarse).abs())
-    return out[0], out[1], out[2], out[3]
+            full_l.append(full)
+            err_l.append((full - _trapezoid(g[..., idx], half, lin.discrete, h)).abs())
+        slope = rule_slope(lin, rule, i)
+        d = sv if slope is None else slope.unsqueeze(-1) * sv
+        if prev is not None:
+            dn = torch.linalg.vector_norm(d, dim=1)
+            dtr = torch.linalg.vector_norm(d - d[..., -1:], dim=1)
+            dT = dn[:, -1:]
+            for lst, f in (
+                (out.pre_remainder, dn * prev[0]),
+                (out.pre_transient, dtr * prev[1]),
+                (out.pre_settled, dT * prev[1]),
+            ):
+                lst.append(_trapezoid(f.unsqueeze(1), steps, lin.discrete, h).squeeze(1))
+        prev = (
+            torch.linalg.vector_norm(R, dim=1),
+            torch.linalg.vector_norm(lin.D[i].unsqueeze(-1) * z, dim=1),
+        )
+    return out
 
 
 class Estimate(NamedTuple):
@@ -558,14 +657,24 @@ def error_estimate(
     correction, est = None, est_final
     if order == 2 and rule is not None:
         # the remainders beyond the quadratic one, by quadrature along the linear trajectory
-        hi, hi_rule, hi_err, hi_rule_err = _higher_remainders(lin, z0, s0, rule)
-        rho_c = [a + b for a, b in zip(rho, hi, strict=True)]
-        rule_c = [a + b for a, b in zip(rho_rule, hi_rule, strict=True)]
+        q = _higher_remainders(lin, z0, s0, rule)
+        rho_c = [a + b for a, b in zip(rho, q.rates, strict=True)]
+        rule_c = [a + b for a, b in zip(rho_rule, q.signal, strict=True)]
         correction = _signal_correction(lin, rho_c, rule_c, rule)
         ints = _rule_integrals(lin, kept, rule)
-        unsigned = _relative(lin, _unsigned_correction(lin, rho_c, rule_c, rule), ints)
-        quad = _relative(lin, _unsigned_correction(lin, hi_err, hi_rule_err, rule), ints)
-        est = SAFETY * (_second_order_term(lin, ft, rule, unsigned, eta, kept) + quad)
+        size = torch.maximum(
+            _relative(lin, _rss_correction(lin, rho_c, rule_c, rule), ints),
+            _relative(lin, correction, ints) * _loop_condition(lin),
+        )
+        quad = _relative(lin, _unsigned_correction(lin, q.rates_err, q.signal_err, rule), ints)
+        # the presynaptic part int d_i (r_{i-1} - r_{i-1}^-)^T: its remainder and the
+        # signal's own error along the transient (eta) and at the fixed point (final)
+        pre = [
+            a + OWN * eta * b + final * c
+            for a, b, c in zip(q.pre_remainder, q.pre_transient, q.pre_settled, strict=True)
+        ]
+        pre_rel = _ratio(torch.stack(pre).pow(2).sum(0).sqrt(), _main_size(lin, ints))
+        est = SAFETY * (_second_order_term(lin, ft, rule, size, eta, kept) + quad + pre_rel)
     unsettled = ~(transient <= SETTLED)
     if bool(unsettled.any()):
         bound = _cauchy_schwarz_bound(lin, mom, y0, y_ss)
