@@ -51,8 +51,11 @@ def per_sample(
     sims: dict[str, SimulationConfig],
     rule: str,
     est: torch.Tensor,
+    est_final: torch.Tensor,
 ) -> dict[str, float]:
-    """Each sample's own errors (run alone, with the batch's targets) against its estimate.
+    """Each sample's own errors (run alone, with the batch's targets) against its estimates
+    (``lr_estimate`` covers both errors at order 1, the update's at order 2;
+    ``lr_estimate_final`` the final deviations').
 
     Args:
         system: the system.
@@ -61,15 +64,23 @@ def per_sample(
         sims: the closed form's (``lr``) and the oracle's (``ref``) simulation settings.
         rule: the forward rule.
         est: the samples' estimates [N].
+        est_final: the samples' final-deviation estimates [N].
     """
-    err = []
+    err, upd, fin = [], [], []
     for b in range(x.shape[0]):
         xb, rb = x[b : b + 1], rt[b : b + 1]
         lr, ref = (simulate(system, xb, rb, sim=sims[k], record=False, accumulate=rule)
                    for k in ("lr", "ref"))  # fmt: skip
-        err.append(max(_rel(_flat(lr), _flat(ref)), _rel(_dz(lr), _dz(ref))))
+        upd.append(_rel(_flat(lr), _flat(ref)))
+        fin.append(_rel(_dz(lr), _dz(ref)))
+        err.append(max(upd[-1], fin[-1]))
     e = torch.tensor(err, dtype=est.dtype)
+    eu, ef = torch.tensor(upd, dtype=est.dtype), torch.tensor(fin, dtype=est.dtype)
     return {
+        "per_sample_update_error_max": float(eu.max()),
+        "update_error_over_estimate_max": float((eu / est).max()),
+        "estimate_over_update_error_median": float((est / eu).median()),
+        "final_error_over_final_estimate_max": float((ef / est_final).max()),
         "per_sample_n": float(x.shape[0]),
         "per_sample_error_median": float(e.median()),
         "per_sample_error_max": float(e.max()),
@@ -127,7 +138,10 @@ def measure(
     size = torch.cat(ref.v_ff, 1).norm(dim=1)
     single = {}
     if n_single > 0:
-        single = per_sample(system, x[:n_single], rt[:n_single], sims, rule, est[:n_single])
+        est_final = lr.extras["lr_estimate_final"]
+        single = per_sample(
+            system, x[:n_single], rt[:n_single], sims, rule, est[:n_single], est_final[:n_single]
+        )
     return {
         **single,
         "config": path,
