@@ -225,7 +225,7 @@ def test_order_two_without_a_rule_is_order_one() -> None:
     assert torch.equal(two.extras["lr_estimate"], two.extras["lr_estimate_final"])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 1000),
     k_p=st.floats(0.0, 2.0),
@@ -233,58 +233,30 @@ def test_order_two_without_a_rule_is_order_one() -> None:
     lam=st.floats(1e-3, 0.05),
     act=st.sampled_from(["tanh", "sigmoid"]),
     rule=st.sampled_from(["nonlinear_difference", "derivative_matrix", "voltage_difference"]),
-    steps=st.sampled_from([301, 1001, 2001]),
+    steps=st.sampled_from([STEPS, 301, 1001, 2001]),
+    order=st.sampled_from([1, 2]),
 )
-def test_order_two_estimates_bound_the_measured_errors(
-    seed: int, k_p: float, alpha: float, lam: float, act: str, rule: str, steps: int
+def test_estimate_bounds_the_measured_error(
+    seed: int, k_p: float, alpha: float, lam: float, act: str, rule: str, steps: int, order: int
 ) -> None:
-    """Random small networks and gains, order 2: each sample's ``lr_estimate`` bounds the
-    relative error of its corrected rule sums and ``lr_estimate_final`` that of its final
-    voltage deviations (the reference discretisation against the reference scheme)."""
+    """Random small networks and gains, both orders: each sample's ``lr_estimate`` bounds the
+    relative error of its rule sums and ``lr_estimate_final`` that of its final voltage
+    deviations (at order 1 the two are one estimate; the reference discretisation against the
+    reference scheme, so that only the linearisation differs). Horizons 1.5 and 3 (transients:
+    the Cauchy-Schwarz floor where unsettled), 10 and 20 (settled: the neglected terms)."""
     system, x, rt = _setup(act, lam=lam, batch=2, k_p=k_p, alpha=alpha, seed=seed,
                            sizes=[3, 5, 4, 2])  # fmt: skip
     for b in range(2):
         xb, rb = x[b : b + 1], rt[b : b + 1]
-        lr_sim = {**LR, "discretisation": "reference_euler", "steps": steps, "order": 2}
+        lr_sim = {**LR, "discretisation": "reference_euler", "steps": steps, "order": order}
         lr = _run(system, xb, rb, lr_sim, accumulate=rule)
         if int(lr.extras["lr_reason"][0]) != 0:
             continue  # unstable: not in the closed form's range
         ref = _run(system, xb, rb, {"solver": "euler_reference", "steps": steps}, accumulate=rule)
         assert _rel(_flat(lr), _flat(ref)) <= float(lr.extras["lr_estimate"][0])
         assert _rel(_dz(lr), _dz(ref)) <= float(lr.extras["lr_estimate_final"][0])
-
-
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 1000),
-    k_p=st.floats(0.0, 2.0),
-    alpha=st.floats(1e-3, 0.2),
-    lam=st.floats(1e-3, 0.05),
-    act=st.sampled_from(["tanh", "sigmoid"]),
-    steps=st.sampled_from([STEPS, 1001]),
-)
-def test_estimate_bounds_the_measured_error(
-    seed: int, k_p: float, alpha: float, lam: float, act: str, steps: int
-) -> None:
-    """Random small networks and gains: each sample's estimate bounds the relative error of
-    its final voltage deviation and of its rule sums (the reference discretisation against
-    the reference scheme, so that only the linearisation differs). Horizons 1.5 (a transient:
-    the Cauchy-Schwarz floor) and 10 (settled: the first neglected term)."""
-    system, x, rt = _setup(act, lam=lam, batch=2, k_p=k_p, alpha=alpha, seed=seed,
-                           sizes=[3, 5, 4, 2])  # fmt: skip
-    for b in range(2):
-        xb, rb = x[b : b + 1], rt[b : b + 1]
-        lr_sim = {**LR, "discretisation": "reference_euler", "steps": steps}
-        lr = _run(system, xb, rb, lr_sim, accumulate="nonlinear_difference")
-        if int(lr.extras["lr_reason"][0]) != 0:
-            continue  # unstable: not in the closed form's range
-        ref_sim = {"solver": "euler_reference", "steps": steps}
-        ref = _run(system, xb, rb, ref_sim, accumulate="nonlinear_difference")
-        est = float(lr.extras["lr_estimate"][0])
-        assert _rel(_flat(lr), _flat(ref)) <= est
-        dz = [torch.cat([v - f for v, f in zip(s.v_final, s.v_ff, strict=True)], 1)
-              for s in (lr, ref)]  # fmt: skip
-        assert _rel(dz[0], dz[1]) <= est
+        if order == 1:
+            assert torch.equal(lr.extras["lr_estimate"], lr.extras["lr_estimate_final"])
 
 
 @pytest.mark.parametrize("proactive", [True, False])
