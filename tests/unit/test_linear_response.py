@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 from neurodfc.config import config_from_dict
 from neurodfc.methods import get_method
 from neurodfc.solve import Solution, simulate
+from neurodfc.solvers.base import Problem
+from neurodfc.solvers.linear_response import _Linearised
 from neurodfc.solvers.lr_closed_forms import augmented, moments, trajectory
+from neurodfc.solvers.lr_estimate import _graded_states, quadrature_steps
 from neurodfc.system import DFCSystem
 from tests.helpers import make_system, random_batch
 
@@ -382,3 +385,37 @@ def test_a_sample_at_its_target_has_a_zero_estimate() -> None:
     assert float(lr.extras["lr_estimate"][1]) == 0.0
     assert int(lr.extras["lr_path"][1]) == 0
     assert torch.equal(lr.v_final[0][1], lr.v_ff[0][1])
+
+
+@pytest.mark.parametrize("n", [2, 20, 151, 1001, 2001])
+def test_quadrature_steps_are_a_graded_grid(n: int) -> None:
+    """The quadrature grid covers ``[0, n - 1]``, increasing, with power-of-2 gaps (but the
+    last), fine at the start, and its every other point is again such a grid."""
+    steps = quadrature_steps(n)
+    assert steps[0] == 0 and steps[-1] == n - 1
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    assert all(g > 0 for g in gaps)
+    assert all(g & (g - 1) == 0 for g in gaps[:-1])
+    assert gaps == sorted(gaps) or gaps[:-1] == sorted(gaps[:-1])
+    assert gaps[0] == 1
+
+
+@pytest.mark.parametrize("disc", ["continuous", "reference_euler"])
+def test_graded_states_equal_the_closed_form_trajectory(disc: str) -> None:
+    """The quadrature's states (repeated squaring of one step propagator, along each gap's
+    binary digits) equal the closed-form trajectory (one exponential or power per gap) at the
+    same steps."""
+    system, x, rt = _setup("tanh", lam=0.02, batch=3)
+    cfg, ctrl = system.cfg, system.cfg.controller
+    sim = cfg.simulation.model_copy(
+        update={"dt": DT, "steps": 1001, "solver": "linear_response", "discretisation": disc}
+    )
+    problem = Problem(
+        net=system.network, x=x, r_target=rt, sim=sim, alpha=ctrl.alpha, k_p=ctrl.k_p,
+        tau_ratio=ctrl.tau_ratio, leak=ctrl.leak, apical_tau=None,
+    )  # fmt: skip
+    steps = quadrature_steps(sim.n_steps)
+    with torch.no_grad():
+        lin = _Linearised(problem.loop(), problem.pi, problem.tau_ratio, sim)
+        got, want = _graded_states(lin, steps), lin.states(steps)
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-10
