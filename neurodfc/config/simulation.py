@@ -75,7 +75,7 @@ class SimulationConfig(_Section):
     """``linear_response``: order of the expansion in the voltage deviations: 1, the (secant-)
     linearised closed loop; 2, its rule sums corrected by their first neglected term (the
     integrated remainders carried through the loop; docs/linear_response.md section 5). For DFC
-    2 is the one to use (about 1.8x the closed form's time, 300x closer on MNIST, no fallback at
+    2 is the one to use (about 2x the closed form's time, 300x closer on MNIST, no fallback at
     the Table-1 settings); without a rule (DFC-SS) the two are the same."""
     discretisation: Literal["continuous", "reference_euler"] = "continuous"
     """``linear_response``: the time discretisation it reproduces: ``continuous`` (the
