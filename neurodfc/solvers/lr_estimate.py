@@ -21,11 +21,12 @@ damped loops on short horizons by up to 12x, the integrated term covered it). A 
 settled at ``T`` keeps the earlier Cauchy-Schwarz bound as a floor (:data:`SETTLED`).
 
 ``order = 2`` (with a rule): the update term above is the rule sums' first neglected term as a
-signed vector; it is added to the sums (computed with the third-order remainder folded into
-the curvature at the fixed point), and ``lr_estimate`` becomes that of the corrected sums
-(:func:`_second_order_term`: the final-state errors the correction takes as exact, its own
-error, the third-order remainder along the transient). The final state is not corrected; its
-estimate, the order-1 one, is returned as ``final_estimate`` (``lr_estimate_final``).
+signed vector; it is added to the sums (with the remainders beyond the quadratic one integrated
+by quadrature along the linear trajectory, :func:`_higher_remainders`), and ``lr_estimate``
+becomes that of the corrected sums: the final-state errors the correction takes as exact and
+its own error (:func:`_second_order_term`), the quadrature's error, and a bound of the sums'
+presynaptic part. The final state is not corrected; its estimate, the order-1 one, is returned
+as ``final_estimate`` (``lr_estimate_final``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ estimate stays at least 1.34x above every measured error."""
 
 
 OWN = 4.0
-"""Factor on ``eta`` x the correction's size before cancellations (``order = 2``): the
+"""Factor on ``eta`` x the correction's size (``order = 2``; see :func:`_second_order_term`): the
 correction's own error, its remainders taken along the linear trajectory and carried by the
 secant loop, whose slopes are off the local ones by ``eta`` relative. Measured where that term
 dominates: the corrected sums' error is 1.6-1.9x ``eta`` x that size."""
@@ -55,7 +56,7 @@ dominates: the corrected sums' error is 1.6-1.9x ``eta`` x that size."""
 
 QUADRATURE_POINTS = 8
 """Points per doubling of the spacing in the graded grid of :func:`quadrature_steps` (about
-``8 log2(steps / 8)`` points: 64 at 2000 steps)."""
+``8 log2(steps / 8)`` points: 73 at 2000 steps)."""
 
 
 SETTLED = 0.01
@@ -128,26 +129,27 @@ def _carried(lin: _Linearised, rho: list[torch.Tensor]) -> list[torch.Tensor]:
     return h
 
 
+def _integral_matrix(lin: _Linearised) -> torch.Tensor:
+    """``J Q + alpha_eff`` [B, n_L, n_L]: what the integral controller inverts on integrated
+    output errors (``alpha_eff = alpha``, paper leak ``alpha / (1 + alpha k_p)``)."""
+    pi, nL, L = lin.pi, lin.nL, lin.loop.L
+    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
+    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
+    return JQ + leak * torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
+
+
 def _control_response(
     lin: _Linearised, rho: list[torch.Tensor], h: list[torch.Tensor]
 ) -> torch.Tensor:
     """``delta u`` [B, n_L] that cancels the output error of the perturbations ``rho`` (``h``
     their carried form) up to the leak: ``(J Q + alpha_eff) delta u = -(D_L h_L + rho_L)``."""
-    pi, nL, L = lin.pi, lin.nL, lin.loop.L
-    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
-    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
-    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
     g = lin.D[-1] * h[-1] + rho[-1]
-    du, info = torch.linalg.solve_ex(JQ + leak * eye, -g.unsqueeze(-1))
+    du, info = torch.linalg.solve_ex(_integral_matrix(lin), -g.unsqueeze(-1))
     return torch.where((info == 0)[:, None], du.squeeze(-1), torch.nan)  # singular: fall back
 
 
 def _integrated_remainders(
-    lin: _Linearised,
-    mom: Moments,
-    z0: list[torch.Tensor],
-    s0: list[torch.Tensor],
-    rule: str | None,
+    lin: _Linearised, mom: Moments, z0: list[torch.Tensor], s0: list[torch.Tensor], rule: str | None
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """Per layer [B, n_i]: the time integrals (the scheme: sums) of the rate remainder and of
     the nonlinear-difference signal's remainder (zero for the other rules), and ``int s_i``."""
@@ -186,27 +188,19 @@ def _signal_correction(
     return out
 
 
-def _relative(lin: _Linearised, num: list[torch.Tensor], den: list[torch.Tensor]) -> torch.Tensor:
-    """``|num| / |den|`` [B] of per-layer signals weighted as in the Frobenius norm of
-    ``sum_i d_i (r_{i-1}^-, 1)^T``."""
-    loop = lin.loop
-    n2 = torch.zeros_like(num[0][:, 0])
-    d2 = torch.zeros_like(n2)
-    for i in range(loop.L):
-        r_prev = loop.x if i == 0 else loop.r_ff[i - 1]
-        w = (r_prev * r_prev).sum(-1) + 1.0
-        n2 = n2 + w * (num[i] ** 2).sum(-1)
-        d2 = d2 + w * (den[i] ** 2).sum(-1)
-    return _ratio(n2, d2).sqrt()
-
-
-def _main_size(lin: _Linearised, ints: list[torch.Tensor]) -> torch.Tensor:
-    """``|sum_i int d_i (r_{i-1}^-, 1)^T|_F`` [B] per sample (as :func:`_relative` weighs)."""
-    sq = torch.zeros_like(ints[0][:, 0])
-    for i, d in enumerate(ints):
+def _weighted_square(lin: _Linearised, ds: list[torch.Tensor]) -> torch.Tensor:
+    """``|sum_i d_i (r_{i-1}^-, 1)^T|_F^2`` [B] per sample of per-layer signals ``d_i``
+    [B, n_i]."""
+    sq = torch.zeros_like(ds[0][:, 0])
+    for i, d in enumerate(ds):
         r_prev = lin.loop.x if i == 0 else lin.loop.r_ff[i - 1]
         sq = sq + ((r_prev * r_prev).sum(-1) + 1.0) * (d * d).sum(-1)
-    return sq.sqrt()
+    return sq
+
+
+def _relative(lin: _Linearised, num: list[torch.Tensor], den: list[torch.Tensor]) -> torch.Tensor:
+    """``|num| / |den|`` [B] of per-layer signals in the norm of :func:`_weighted_square`."""
+    return _ratio(_weighted_square(lin, num), _weighted_square(lin, den)).sqrt()
 
 
 def _rule_integrals(
@@ -311,17 +305,13 @@ def _final_residual(
     (``gamma = 1``, paper leak ``1 / (1 + alpha k_p)``); the order-2 correction carries ``g``
     and takes the final state as exact. The scheme's sums carry ``1 / dt`` on these terms."""
     dz, du = resp
-    pi, nL, L = lin.pi, lin.nL, lin.loop.L
-    tau = lin.tau
+    pi, L, tau = lin.pi, lin.loop.L, lin.tau
     if pi.leak == "reference":  # at the fixed point e = alpha u, u = u_int + k_p e
-        leak, du_int = pi.alpha, (1.0 - pi.k_p * pi.alpha) * du
+        du_int = (1.0 - pi.k_p * pi.alpha) * du
     else:  # e = alpha u_int, u = (1 + k_p alpha) u_int; int e carries 1 / (1 + alpha k_p)
-        leak = pi.alpha / (1.0 + pi.alpha * pi.k_p)
         du_int = du / (1.0 + pi.k_p * pi.alpha) ** 2
-    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
-    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
     rhs = tau * _output_chain(lin, dz) - du_int
-    w, info = torch.linalg.solve_ex(JQ + leak * eye, rhs.unsqueeze(-1))
+    w, info = torch.linalg.solve_ex(_integral_matrix(lin), rhs.unsqueeze(-1))
     w = torch.where((info == 0)[:, None], w.squeeze(-1), torch.nan)
     scale = 1.0 / lin.sim.dt if lin.discrete else 1.0
     out = []
@@ -366,30 +356,37 @@ def _nonlinearity(lin: _Linearised, y_ss: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _unsigned_correction(
-    lin: _Linearised, rho: list[torch.Tensor], rho_rule: list[torch.Tensor], rule: str | None
+def _magnitude_correction(
+    lin: _Linearised,
+    rho: list[torch.Tensor],
+    rho_rule: list[torch.Tensor],
+    rule: str | None,
+    power: int,
 ) -> list[torch.Tensor]:
-    """:func:`_signal_correction` with every matrix, slope and remainder replaced by its
-    absolute value (``(J Q + alpha_eff)^{-1}`` too): the correction's size before the
-    cancellations between units and layers, which its own relative error does not share."""
-    pi, nL, L = lin.pi, lin.nL, lin.loop.L
+    """:func:`_signal_correction` with every matrix (``(J Q + alpha_eff)^{-1}`` too), slope and
+    remainder raised elementwise to ``|.|^power`` and the result to ``1 / power``: ``power = 1``,
+    the correction's size before any cancellation between units and layers; ``power = 2``, its
+    root-sum-square size, as errors of independent sign per unit see it."""
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return t.abs() if power == 1 else t**2
+
+    L = lin.loop.L
     h = torch.zeros_like(rho[0])
     for i in range(1, L):
-        h = (lin.D[i - 1].abs() * h + rho[i - 1].abs()) @ lin.loop.W[i].abs().T
-    g = lin.D[-1].abs() * h + rho[-1].abs()
-    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
-    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
-    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
-    inv, info = torch.linalg.inv_ex(JQ + leak * eye)
-    inv = torch.where((info == 0)[:, None, None], inv.abs(), torch.nan)
+        h = (f(lin.D[i - 1]) * h + f(rho[i - 1])) @ f(lin.loop.W[i]).T
+    g = f(lin.D[-1]) * h + f(rho[-1])
+    inv, info = torch.linalg.inv_ex(_integral_matrix(lin))
+    inv = torch.where((info == 0)[:, None, None], f(inv), torch.nan)
     du = (inv @ g.unsqueeze(-1)).squeeze(-1)
     out = []
     for i in range(L):
         slope = rule_slope(lin, rule, i)
-        d = du @ lin.loop.Q[i].abs().T
+        d = du @ f(lin.loop.Q[i]).T
         if slope is not None:
-            d = slope.abs() * d
-        out.append(d + rho_rule[i].abs())
+            d = f(slope) * d
+        d = d + f(rho_rule[i])
+        out.append(d if power == 1 else d.sqrt())
     return out
 
 
@@ -399,58 +396,25 @@ def _second_order_term(
     rule: str | None,
     size: torch.Tensor,
     eta: torch.Tensor,
-    kept: list[torch.Tensor],
+    ints: list[torch.Tensor],
 ) -> torch.Tensor:
     """Relative size [B] of what the order-2 correction of the rule's sums neglects: the
     final-state errors it takes as exact (:func:`_final_residual`, static part and transient
     part weighted as in :func:`_final_term`) and its own error, :data:`OWN` x ``eta`` x
-    ``size`` (the larger of the correction's root-sum-square size, :func:`_rss_correction`,
+    ``size`` (the larger of the correction's root-sum-square size, :func:`_magnitude_correction`,
     and its size times the condition number of ``J Q + alpha_eff``): the remainders
     are taken along the linear trajectory and carried by the secant loop, whose slopes are off
-    the local ones by ``eta`` relative."""
-    ints = _rule_integrals(lin, kept, rule)
+    the local ones by ``eta`` relative; ``ints`` the linear sums ``int d_i``."""
     resid = _relative(lin, _final_residual(lin, ft.static, rule), ints)
     resid = resid + ft.hist * _relative(lin, _final_residual(lin, ft.moving, rule), ints)
     return resid + OWN * size * eta
-
-
-def _rss_correction(
-    lin: _Linearised, rho: list[torch.Tensor], rho_rule: list[torch.Tensor], rule: str | None
-) -> list[torch.Tensor]:
-    """:func:`_signal_correction` with the terms combined in root-sum-square instead of summed
-    (every matrix, slope and remainder squared, the square root at the end): the correction's
-    size as its errors see it, which do not share the cancellations between the units'
-    remainders (per unit the relative error is about ``eta``, with its own sign)."""
-    pi, nL, L = lin.pi, lin.nL, lin.loop.L
-    h = torch.zeros_like(rho[0])
-    for i in range(1, L):
-        h = (lin.D[i - 1] ** 2 * h + rho[i - 1] ** 2) @ (lin.loop.W[i] ** 2).T
-    g = lin.D[-1] ** 2 * h + rho[-1] ** 2
-    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
-    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
-    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
-    inv, info = torch.linalg.inv_ex(JQ + leak * eye)
-    inv = torch.where((info == 0)[:, None, None], inv**2, torch.nan)
-    du = (inv @ g.unsqueeze(-1)).squeeze(-1)
-    out = []
-    for i in range(L):
-        slope = rule_slope(lin, rule, i)
-        d = du @ (lin.loop.Q[i] ** 2).T
-        if slope is not None:
-            d = slope**2 * d
-        out.append((d + rho_rule[i] ** 2).sqrt())
-    return out
 
 
 def _loop_condition(lin: _Linearised) -> torch.Tensor:
     """The 2-norm condition number [B] of ``J Q + alpha_eff``, the matrix the integral
     controller inverts (a relative change of it moves the control's answer by up to this
     factor more)."""
-    pi, nL, L = lin.pi, lin.nL, lin.loop.L
-    leak = pi.alpha if pi.leak == "reference" else pi.alpha / (1.0 + pi.alpha * pi.k_p)
-    JQ = lin.C.reshape(lin.C.shape[0], nL, L, nL).sum(2)
-    eye = torch.eye(nL, dtype=JQ.dtype, device=JQ.device)
-    return torch.linalg.cond(JQ + leak * eye)
+    return torch.linalg.cond(_integral_matrix(lin))
 
 
 def quadrature_steps(n: int, q: int = QUADRATURE_POINTS) -> list[int]:
@@ -597,7 +561,7 @@ def _higher_remainders(
 
 
 class Estimate(NamedTuple):
-    """The a-posteriori estimate of one batch and the terms it is made of (per sample [B])."""
+    """The a-posteriori estimates of one batch (per sample [B]) and the order-2 correction."""
 
     estimate: torch.Tensor
     """The relative error estimate of the solve's product (:data:`SAFETY` times its first
@@ -610,14 +574,6 @@ class Estimate(NamedTuple):
     correction: list[torch.Tensor] | None
     """``order = 2`` with a rule: the first neglected term of ``int d_i`` per layer [B, n_i],
     added to the rule's sums; None otherwise."""
-    update: torch.Tensor
-    """Relative size of the first neglected term of the rule's sums."""
-    final: torch.Tensor
-    """Relative size of the first neglected term of the final deviations."""
-    transient: torch.Tensor
-    """Relative amplitude of the transient left at ``T``."""
-    eta: torch.Tensor
-    """The nonlinearity's relative size at the fixed point, ``max |phi''/phi'| |z_ss|``."""
 
 
 def error_estimate(
@@ -648,11 +604,10 @@ def error_estimate(
     z0 = [v - vf for v, vf in zip(v0, lin.loop.v_ff, strict=True)]
     s0 = [v - vb for v, vb in zip(v0, vb0, strict=True)]
     rho, rho_rule, kept = _integrated_remainders(lin, mom, z0, s0, rule)
-    corr = _signal_correction(lin, rho, rho_rule, rule)
-    update = _relative(lin, corr, _rule_integrals(lin, kept, rule))
+    ints = _rule_integrals(lin, kept, rule)
+    update = _relative(lin, _signal_correction(lin, rho, rho_rule, rule), ints)
     ft = _final_term(lin, mom, z0, y_ss)
     final, transient = ft.relative, ft.transient
-    eta = _nonlinearity(lin, y_ss)
     est_final = SAFETY * torch.maximum(final, update)
     correction, est = None, est_final
     if order == 2 and rule is not None:
@@ -661,23 +616,23 @@ def error_estimate(
         rho_c = [a + b for a, b in zip(rho, q.rates, strict=True)]
         rule_c = [a + b for a, b in zip(rho_rule, q.signal, strict=True)]
         correction = _signal_correction(lin, rho_c, rule_c, rule)
-        ints = _rule_integrals(lin, kept, rule)
+        eta = _nonlinearity(lin, y_ss)
         size = torch.maximum(
-            _relative(lin, _rss_correction(lin, rho_c, rule_c, rule), ints),
+            _relative(lin, _magnitude_correction(lin, rho_c, rule_c, rule, 2), ints),
             _relative(lin, correction, ints) * _loop_condition(lin),
         )
-        quad = _relative(lin, _unsigned_correction(lin, q.rates_err, q.signal_err, rule), ints)
+        quad = _relative(lin, _magnitude_correction(lin, q.rates_err, q.signal_err, rule, 1), ints)
         # the presynaptic part int d_i (r_{i-1} - r_{i-1}^-)^T: its remainder and the
         # signal's own error along the transient (eta) and at the fixed point (final)
         pre = [
             a + OWN * eta * b + final * c
             for a, b, c in zip(q.pre_remainder, q.pre_transient, q.pre_settled, strict=True)
         ]
-        pre_rel = _ratio(torch.stack(pre).pow(2).sum(0).sqrt(), _main_size(lin, ints))
-        est = SAFETY * (_second_order_term(lin, ft, rule, size, eta, kept) + quad + pre_rel)
+        pre_rel = _ratio(torch.stack(pre).pow(2).sum(0).sqrt(), _weighted_square(lin, ints).sqrt())
+        est = SAFETY * (_second_order_term(lin, ft, rule, size, eta, ints) + quad + pre_rel)
     unsettled = ~(transient <= SETTLED)
     if bool(unsettled.any()):
         bound = _cauchy_schwarz_bound(lin, mom, y0, y_ss)
         est = torch.where(unsettled, torch.maximum(est, bound), est)
         est_final = torch.where(unsettled, torch.maximum(est_final, bound), est_final)
-    return Estimate(est, est_final, correction, update, final, transient, eta)
+    return Estimate(est, est_final, correction)
