@@ -236,28 +236,34 @@ def _accumulate(
     x``, so ``int d_i r_{i-1}^T = D S (int x) r^-T + D S (int x x^T) P^T D``; ``correction``
     (``order = 2``): the second-order term of ``int d_i`` per layer [B, n_i], paired with
     ``r_{i-1}^-``."""
-    loop, Kn = lin.loop, lin.Kn
-    keep3 = keep[:, None, None]
-    X1 = torch.where(keep[:, None], mom.integral[:, :Kn], 0.0)
-    G = torch.where(keep3, mom.gram[:, :Kn, :Kn], 0.0)
+    loop, Kn, nL = lin.loop, lin.Kn, lin.nL
+    every = bool(keep.all())  # the common case: no masking copies
+
+    def kept(t: torch.Tensor) -> torch.Tensor:
+        return t if every else torch.where(keep.view(-1, *([1] * (t.dim() - 1))), t, 0.0)
+
+    X1 = kept(mom.integral[:, :Kn])
     W_acc, b_acc = [], []
     for i in range(loop.L):
+        k = (i + 1) * nL  # layer i's spans have no blocks beyond lag i
         scale = rule_slope(lin, p.accumulate, i)
-        d_int = (lin.S[i] @ X1.unsqueeze(-1)).squeeze(-1)
+        S = lin.S[i][..., :k]
+        d_int = (S @ X1[:, :k].unsqueeze(-1)).squeeze(-1)
         if scale is not None:
             d_int = d_int * scale
         if correction is not None:
             d_int = d_int + correction[i]
-        d_int = torch.where(keep[:, None], d_int, 0.0)
+        d_int = kept(d_int)
         b_acc.append(d_int.sum(0))
         if i == 0:
             W_acc.append(d_int.T @ loop.x)
             continue
-        SG = lin.S[i] @ G
+        j = i * nL  # the presynaptic span's blocks
+        SG = S @ mom.gram[:, :k, :j]
         if scale is not None:
             SG = SG * scale.unsqueeze(-1)
-        SG = torch.where(keep3, SG, 0.0)
-        PD = torch.where(keep3, lin.D[i - 1].unsqueeze(-1) * lin.P[i - 1], 0.0)
+        SG = kept(SG)
+        PD = kept(lin.D[i - 1].unsqueeze(-1) * lin.P[i - 1][..., :j])
         n_i, n_p = SG.shape[1], PD.shape[1]
         quad = SG.transpose(0, 1).reshape(n_i, -1) @ PD.transpose(0, 1).reshape(n_p, -1).T
         W_acc.append(d_int.T @ loop.r_ff[i - 1] + quad)

@@ -18,7 +18,7 @@ from neurodfc.solve import Solution, simulate
 from neurodfc.solvers.base import Problem
 from neurodfc.solvers.linear_response import _Linearised
 from neurodfc.solvers.lr_closed_forms import augmented, moments, trajectory
-from neurodfc.solvers.lr_estimate import _graded_states, quadrature_steps
+from neurodfc.solvers.lr_estimate import _graded_states, _trapezoid_weights, quadrature_steps
 from neurodfc.system import DFCSystem
 from tests.helpers import make_system, random_batch
 
@@ -65,6 +65,50 @@ def test_moments_equal_quadrature_of_the_matrix_exponential() -> None:
     assert _rel(mom.final, y[-1]) < 1e-12
     assert _rel(mom.integral, torch.einsum("t,tbm->bm", w, y)) < 1e-6
     assert _rel(mom.gram, torch.einsum("t,tbm,tbn->bmn", w, y, y)) < 1e-6
+
+
+@pytest.mark.parametrize("T", [0.3, 2.0, 6.0])
+def test_moments_equal_van_loans_block_exponential(T: float) -> None:
+    """The Gramian (a rank-one trajectory's, by Gauss-Legendre on the first interval, then
+    doubling) against Van Loan's formula ``G = E(T) [exp(H T)]_12``, ``H = [[-A_w, w0 w0^T],
+    [0, A_w^T]]``, in one exponential over the whole horizon (modes slow enough that
+    ``exp(-A_w T)`` stays harmless: stable, ``|lambda| T <= 13``), to rounding."""
+    g = torch.Generator().manual_seed(1)
+    A = 0.3 * torch.randn(3, 6, 6, generator=g, dtype=torch.float64) - 0.8 * torch.eye(6)
+    Aw = augmented(A, torch.randn(3, 6, generator=g, dtype=torch.float64))
+    m1 = Aw.shape[-1]
+    H = torch.zeros(3, 2 * m1, 2 * m1, dtype=torch.float64)
+    H[:, :m1, :m1], H[:, m1:, m1:] = -Aw, Aw.transpose(1, 2)
+    H[:, m1 - 1, 2 * m1 - 1] = 1.0
+    F = torch.linalg.matrix_exp(H * T)
+    E = F[:, m1:, m1:].transpose(1, 2)
+    G = E @ F[:, :m1, m1:]
+    mom = moments(Aw, T)
+    assert _rel(mom.final, E[:, :-1, -1]) < 1e-12
+    assert _rel(mom.integral, G[:, :-1, -1]) < 1e-12
+    assert _rel(mom.gram, G[:, :-1, :-1]) < 1e-12
+
+
+@pytest.mark.parametrize("disc", [False, True])
+@pytest.mark.parametrize("n", [2, 151, 1001])
+def test_trapezoid_weights_integrate_linear_functions_exactly(disc: bool, n: int) -> None:
+    """The quadrature's weights, on the grid and on its every other point: ``f(t) = 3 - 2 t``
+    integrates exactly (continuous: over ``[0, (n - 1) h]``; the scheme: the sum over every
+    step ``0..n-1``)."""
+    steps = quadrature_steps(n)
+    half = steps[::2] if (len(steps) - 1) % 2 == 0 else [*steps[:-1:2], steps[-1]]
+    h, like = 0.01, torch.zeros(1, dtype=torch.float64)
+    t = torch.tensor(steps, dtype=torch.float64)
+    if disc:
+        want = sum(3.0 - 2.0 * k for k in range(n))
+        f = 3.0 - 2.0 * t
+    else:
+        tn = (n - 1) * h
+        want = 3.0 * tn - tn**2
+        f = 3.0 - 2.0 * t * h
+    for sub in (steps, half):
+        got = float(f @ _trapezoid_weights(steps, sub, disc, h, like))
+        assert got == pytest.approx(want, rel=1e-13, abs=1e-13)
 
 
 @pytest.mark.parametrize(
