@@ -50,6 +50,7 @@ from neurodfc.faults import NonFiniteError as NonFiniteError
 from neurodfc.faults import RunWriteError as RunWriteError
 from neurodfc.faults import TrainingStopped as TrainingStopped
 from neurodfc.methods import Method, feedback_gradients, get_method
+from neurodfc.methods.dfc import LR_FALLBACK_KEY
 from neurodfc.results import write_netcdf
 from neurodfc.runs.checkpoint import write_checkpoint
 from neurodfc.runs.folder import CHECKPOINT, METRICS
@@ -297,6 +298,8 @@ class Trainer:
                 correct += int((up.output.argmax(1) == yb).sum())
             for key in STATUS_KEYS:
                 stats[key] += up.info.get(key, 0.0)
+            if LR_FALLBACK_KEY in up.info:  # only runs with the linear-response solver
+                stats[LR_FALLBACK_KEY] = stats.get(LR_FALLBACK_KEY, 0.0) + up.info[LR_FALLBACK_KEY]
             self.progress.note(f"loss={loss_sum / n_seen:.4g}")
         stats["train_loss_running"] = loss_sum / max(n_seen, 1)
         stats["train_accuracy_running"] = (

@@ -12,17 +12,24 @@ from neurodfc.methods.rules import bias_gradients, steady_state_gradients
 from neurodfc.solve import Solution, Status, simulate
 from neurodfc.system import DFCSystem
 
+LR_FALLBACK_KEY = "n_lr_fallback"
+"""Info key (and, in training, the per-epoch count): samples the ``linear_response`` solver
+sent to its fallback solver."""
+
 
 def _status_info(status: torch.Tensor) -> dict[str, float]:
     return {f"n_{s.name.lower()}": float((status == int(s)).sum()) for s in Status}
 
 
 def _cost_info(sol: Solution) -> dict[str, float]:
-    """Solver effort of a simulation: steps taken, vector-field evaluations and (continuous
-    path) the number of time points at which the rule was accumulated."""
+    """Solver effort of a simulation: steps taken, vector-field evaluations, (continuous
+    path) the number of time points at which the rule was accumulated and (``linear_response``)
+    the number of samples sent to the fallback solver."""
     info = {"steps_run": float(sol.steps_run), "nfe": float(sol.nfe)}
     if "acc_points" in sol.extras:
         info["acc_points"] = float(sol.extras["acc_points"])
+    if "lr_path" in sol.extras:
+        info[LR_FALLBACK_KEY] = float(sol.extras["lr_path"].sum())
     return info
 
 

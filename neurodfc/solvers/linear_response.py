@@ -42,7 +42,9 @@ from neurodfc.solvers.lr_closed_forms import (
     Moments,
     augmented,
     basal_span,
+    lag_deviations,
     moments,
+    output_projection,
     power_moments,
     power_trajectory,
     reduced_system,
@@ -88,7 +90,7 @@ class LinearResponse:
             )
             return sol
         loop = p.loop()
-        first = _Linearised(loop, p.pi, p.tau_ratio, sim)
+        first = _Linearised(loop, p.pi, p.tau_ratio, sim, spans=False)
         y0 = steady_state(first)
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(first, y0))
         mom = lin.moments()
@@ -131,7 +133,8 @@ def _check_supported(p: Problem) -> None:
 
 
 class _Linearised:
-    """The linearised loop of one batch: spans ``P``, basal spans ``S``, ``D``; continuous:
+    """The linearised loop of one batch: spans ``P``, basal spans ``S`` (only with ``spans``;
+    without, the deviations come from vector recursions), ``D``; continuous:
     the reduced system ``A`` [B, m, m] and its augmented form ``Aw`` (``dw/dt = A_w w``);
     ``reference_euler``: the augmented step matrix ``Aw`` (``w[t+1] = A_w w[t]``)."""
 
@@ -142,6 +145,7 @@ class _Linearised:
         tau: float,
         sim: SimulationConfig,
         slopes: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+        spans: bool = True,
     ) -> None:
         self.loop, self.pi, self.tau, self.sim = loop, pi, tau, sim
         self.discrete = sim.discretisation == "reference_euler"
@@ -150,9 +154,13 @@ class _Linearised:
         self.D_tan = self.D_rule = self.D
         if slopes is not None:
             self.D, self.D_rule = slopes
-        self.P = span_matrices(loop.W, self.D, loop.Q)
-        self.S = [basal_span(P, self.nL) for P in self.P]
-        C = self.D[-1].unsqueeze(-1) * self.P[-1]
+        self.spans = spans
+        if spans:
+            self.P = span_matrices(loop.W, self.D, loop.Q)
+            self.S = [basal_span(P, self.nL) for P in self.P]
+            C = self.D[-1].unsqueeze(-1) * self.P[-1]
+        else:  # the tangent loop: its fixed point and stability need only C
+            C = output_projection(loop.W, self.D, loop.Q)
         self.e0 = loop.r_target - loop.r_ff[-1]
         self.C = C
         if self.discrete:
@@ -199,6 +207,9 @@ class _Linearised:
 
     def deviations(self, y: torch.Tensor) -> list[torch.Tensor]:
         """``z_i = P_i x`` per layer [..., B, n_i] for reduced states ``y`` [..., B, m]."""
+        if not self.spans:
+            lp = self.loop
+            return lag_deviations(lp.W, self.D, lp.Q, y[..., : self.Kn])
         x = y[..., : self.Kn].unsqueeze(-1)
         return [(P @ x).squeeze(-1) for P in self.P]
 

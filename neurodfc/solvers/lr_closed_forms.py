@@ -49,6 +49,53 @@ def span_matrices(
     return out
 
 
+def output_projection(
+    W: list[torch.Tensor], D: list[torch.Tensor], Q: list[torch.Tensor]
+) -> torch.Tensor:
+    """``C = D_L P_L`` [B, n_L, L n_L] without the spans: block ``k`` is
+    ``J_k Q_{L-1-k}`` with the backward products ``J_0 = D_{L-1}``,
+    ``J_k = J_{k-1} W_{L-k} D_{L-1-k}`` (``n_L`` rows each: about ``1 / i`` of the forward
+    spans' FLOP for layer ``i``).
+
+    Args:
+        W: forward weights ``W_i`` [n_i, n_{i-1}] (``W[0]`` unused).
+        D: ``phi_i'(v_i^-)`` per layer [B, n_i].
+        Q: feedback weights ``Q_i`` [n_i, n_L].
+    """
+    L = len(Q)
+    J = torch.diag_embed(D[-1])  # [B, n_L, n_L]
+    blocks = []
+    for k in range(L):
+        i = L - 1 - k
+        blocks.append(J @ Q[i])
+        if i > 0:
+            J = (J @ W[i]) * D[i - 1].unsqueeze(1)
+    return torch.cat(blocks, -1)
+
+
+def lag_deviations(
+    W: list[torch.Tensor], D: list[torch.Tensor], Q: list[torch.Tensor], x: torch.Tensor
+) -> list[torch.Tensor]:
+    """``z_i = sum_k P_i[k] x_k`` per layer [..., B, n_i] for lag states ``x`` [..., B, L n_L]
+    without the spans, by the recursion ``z_i^(j) = Q_i x_j + W_i D_{i-1} z_{i-1}^(j+1)``
+    (``z_i^(j)``: layer ``i``'s deviation with the lags shifted by ``j``; ``z_i = z_i^(0)``).
+
+    Args:
+        W: forward weights ``W_i`` [n_i, n_{i-1}] (``W[0]`` unused).
+        D: ``phi_i'(v_i^-)`` per layer [B, n_i].
+        Q: feedback weights ``Q_i`` [n_i, n_L].
+        x: lag states [..., B, L n_L].
+    """
+    L, nL = len(Q), Q[-1].shape[1]
+    xs = [x[..., j * nL : (j + 1) * nL] for j in range(L)]
+    shifted = [xj @ Q[0].T for xj in xs]  # z_0^(j), j = 0..L-1
+    out = [shifted[0]]
+    for i in range(1, L):
+        shifted = [xs[j] @ Q[i].T + (D[i - 1] * shifted[j + 1]) @ W[i].T for j in range(L - i)]
+        out.append(shifted[0])
+    return out
+
+
 def basal_span(P: torch.Tensor, n_out: int) -> torch.Tensor:
     """The span of the somatic-minus-basal voltage ``s_i = z_i - W_i D_{i-1} z_{i-1}``:
     block ``k`` is ``P_i[k] - P_i[k+1]`` (the basal input carries the lagged copy).

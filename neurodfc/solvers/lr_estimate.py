@@ -419,6 +419,11 @@ def _loop_condition(lin: _Linearised) -> torch.Tensor:
     return torch.linalg.cond(_integral_matrix(lin))
 
 
+QUADRATURE_CHUNK = 8
+"""Grid points per pass of :func:`_higher_remainders` (a chunk's ``[B, 8, n_i]`` tensors stay
+in cache across the dozen elementwise operations on them)."""
+
+
 def quadrature_steps(n: int, q: int = QUADRATURE_POINTS) -> list[int]:
     """Increasing step indices in ``[0, n - 1]`` graded towards the start (where the transient
     lives): spacing ``h`` (a power of 2) up to step ``2 q h``, so every gap but the last is a
@@ -505,6 +510,11 @@ class _Quadrature(NamedTuple):
     """Per layer ``i >= 1`` [B]: ``int |d_i(T)| |D_{i-1} z_{i-1}| dt``."""
 
 
+def _as_row(slope: torch.Tensor | None) -> torch.Tensor | float:
+    """A rule slope [B, n_i] as [B, 1, n_i] (None, the voltage difference: 1)."""
+    return 1.0 if slope is None else slope.unsqueeze(1)
+
+
 def _higher_remainders(
     lin: _Linearised, z0: list[torch.Tensor], s0: list[torch.Tensor], rule: str | None
 ) -> _Quadrature:
@@ -523,48 +533,65 @@ def _higher_remainders(
     w_full = _trapezoid_weights(steps, steps, lin.discrete, h, lin.P[0])
     # [K, 2]: the full rule and its difference from the rule on every other point
     w = torch.stack([w_full, w_full - _trapezoid_weights(steps, half, lin.discrete, h, w_full)], 1)
-    X = _graded_states(lin, steps)[..., : lin.Kn].permute(1, 2, 0)  # [B, Kn, K]
+    X = _graded_states(lin, steps)[..., : lin.Kn].transpose(0, 1)  # [B, K, Kn]
     f2 = second_derivative(lin)
     nonlinear = rule == "nonlinear_difference"
-    out = _Quadrature([], [], [], [], [], [], [])
-    prev: tuple[torch.Tensor, torch.Tensor] | None = None  # |R_{i-1}|, |D z_{i-1}| [B, K]
-    for i, lay in enumerate(loop.layers):
-        k = (i + 1) * lin.nL  # layer i's spans have no blocks beyond lag i
-        z = lin.P[i][..., :k] @ X[:, :k]  # [B, n_i, K]
-        sv = lin.S[i][..., :k] @ X[:, :k]
-        vf, c = loop.v_ff[i].unsqueeze(-1), f2[i].unsqueeze(-1)
-        v = vf + z
-        pv = lay.phi(v)
-        Dz = lin.D[i].unsqueeze(-1) * z
-        R = pv - loop.r_ff[i].unsqueeze(-1) - Dz
-        zc = z - z0[i].unsqueeze(-1)
-        hi = R - (c / 2) * z * zc
-        if nonlinear:
-            # phi(v) - phi(v - s) - s (D_rule + c ((z - z0) - (s - s0) / 2))
-            base = (lin.D_rule[i] + f2[i] * s0[i] / 2).unsqueeze(-1)
-            hi_r = pv - lay.phi(v - sv) - sv * (base + c * zc - (c / 2) * sv)
-        else:
-            hi_r = torch.zeros_like(hi)
-        for full_l, err_l, g in (
-            (out.rates, out.rates_err, hi),
-            (out.signal, out.signal_err, hi_r),
-        ):
-            both = g @ w
-            full_l.append(both[..., 0])
-            err_l.append(both[..., 1].abs())
-        if prev is not None:
-            slope = rule_slope(lin, rule, i)
-            d = sv if slope is None else slope.unsqueeze(-1) * sv
-            dn = torch.linalg.vector_norm(d, dim=1)
-            dtr = torch.linalg.vector_norm(d - d[..., -1:], dim=1)
-            dT = dn[:, -1:]
-            pre = torch.stack([dn * prev[0], dtr * prev[1], dT * prev[1]], 1) @ w_full  # [B, 3]
-            out.pre_remainder.append(pre[:, 0])
-            out.pre_transient.append(pre[:, 1])
-            out.pre_settled.append(pre[:, 2])
-        if i + 1 < loop.L:
-            prev = (torch.linalg.vector_norm(R, dim=1), torch.linalg.vector_norm(Dz, dim=1))
-    return out
+    L, nL = loop.L, lin.nL
+    PT = [lin.P[i][..., : (i + 1) * nL].transpose(1, 2) for i in range(L)]  # [B, k, n_i]
+    ST = [lin.S[i][..., : (i + 1) * nL].transpose(1, 2) for i in range(L)]
+    # the rule's slope per layer as [B, 1, n_i] (1: the voltage difference)
+    slopes = [_as_row(rule_slope(lin, rule, i)) for i in range(L)]
+    # per layer [B, 1, n_i]: the signal at T (the transient's bound is about it)
+    d_T = []
+    for i in range(L):
+        dT = X[:, -1:, : (i + 1) * nL] @ ST[i]
+        d_T.append(slopes[i] * dT)
+    rates = [torch.zeros_like(z) for z in z0]
+    signal = [torch.zeros_like(z) for z in z0]
+    rates_d = [torch.zeros_like(z) for z in z0]
+    signal_d = [torch.zeros_like(z) for z in z0]
+    pre = [torch.zeros((X.shape[0], 3), dtype=X.dtype, device=X.device) for _ in range(L - 1)]
+    for c0 in range(0, len(steps), QUADRATURE_CHUNK):  # chunks of the grid stay in cache
+        Xc, wc = X[:, c0 : c0 + QUADRATURE_CHUNK], w[c0 : c0 + QUADRATURE_CHUNK]
+        prev: tuple[torch.Tensor, torch.Tensor] | None = None  # |R_{i-1}|, |D z_{i-1}| [B, Kc]
+        for i, lay in enumerate(loop.layers):
+            k = (i + 1) * nL  # layer i's spans have no blocks beyond lag i
+            z = Xc[..., :k] @ PT[i]  # [B, Kc, n_i]
+            sv = Xc[..., :k] @ ST[i]
+            vf, c = loop.v_ff[i].unsqueeze(1), f2[i].unsqueeze(1)
+            v = vf + z
+            pv = lay.phi(v)
+            Dz = lin.D[i].unsqueeze(1) * z
+            R = pv - loop.r_ff[i].unsqueeze(1) - Dz
+            zc = z - z0[i].unsqueeze(1)
+            both = (R - (c / 2) * z * zc).transpose(1, 2) @ wc  # [B, n_i, 2]
+            rates[i] += both[..., 0]
+            rates_d[i] += both[..., 1]
+            if nonlinear:
+                # phi(v) - phi(v - s) - s (D_rule + c ((z - z0) - (s - s0) / 2))
+                base = (lin.D_rule[i] + f2[i] * s0[i] / 2).unsqueeze(1)
+                hi_r = pv - lay.phi(v - sv) - sv * (base + c * zc - (c / 2) * sv)
+                both = hi_r.transpose(1, 2) @ wc
+                signal[i] += both[..., 0]
+                signal_d[i] += both[..., 1]
+            if prev is not None:
+                d = slopes[i] * sv
+                dn = torch.linalg.vector_norm(d, dim=-1)  # [B, Kc]
+                dtr = torch.linalg.vector_norm(d - d_T[i], dim=-1)
+                dTn = torch.linalg.vector_norm(d_T[i], dim=-1)
+                f = torch.stack([dn * prev[0], dtr * prev[1], dTn * prev[1]], 1)  # [B, 3, Kc]
+                pre[i - 1] += f @ wc[:, 0]
+            if i + 1 < L:
+                prev = (torch.linalg.vector_norm(R, dim=-1), torch.linalg.vector_norm(Dz, dim=-1))
+    return _Quadrature(
+        rates=rates,
+        signal=signal,
+        rates_err=[t.abs() for t in rates_d],
+        signal_err=[t.abs() for t in signal_d],
+        pre_remainder=[t[:, 0] for t in pre],
+        pre_transient=[t[:, 1] for t in pre],
+        pre_settled=[t[:, 2] for t in pre],
+    )
 
 
 class Estimate(NamedTuple):

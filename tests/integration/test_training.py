@@ -226,3 +226,21 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # the same command again without --resume is a usage error (exit 2), not a crash
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_linear_response_training_counts_its_fallback_samples(tmp_path: Path) -> None:
+    """A training with the linear-response solver records per epoch how many samples went to
+    the fallback solver: every one at tolerance 0 (a nonzero estimate exceeds it), fewer at a
+    loose one (the toy's random feedback leaves some linearised loops unstable: those fall
+    back at any tolerance); other solvers write no such count."""
+    base = _toy("dfc", learned=False, epochs=1)
+    got = []
+    for tol in (0.0, 1.0):
+        sim = {"solver": "linear_response", "linear_response_tol": tol, "order": 2}
+        cfg = base.model_copy(update={"simulation": base.simulation.model_copy(update=sim)})
+        res = train(cfg, tmp_path / f"run{tol}", quiet=True, log=lambda _: None)
+        got.append(float(res.metrics["n_lr_fallback"].sel(epoch=1)))
+    assert got[0] == 96.0
+    assert 0.0 <= got[1] < 96.0
+    plain = train(base, tmp_path / "plain", quiet=True, log=lambda _: None)
+    assert "n_lr_fallback" not in plain.metrics

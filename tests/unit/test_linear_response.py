@@ -17,7 +17,14 @@ from neurodfc.methods import get_method
 from neurodfc.solve import Solution, simulate
 from neurodfc.solvers.base import Problem
 from neurodfc.solvers.linear_response import _Linearised
-from neurodfc.solvers.lr_closed_forms import augmented, moments, trajectory
+from neurodfc.solvers.lr_closed_forms import (
+    augmented,
+    lag_deviations,
+    moments,
+    output_projection,
+    span_matrices,
+    trajectory,
+)
 from neurodfc.solvers.lr_estimate import _graded_states, _trapezoid_weights, quadrature_steps
 from neurodfc.system import DFCSystem
 from tests.helpers import make_system, random_batch
@@ -87,6 +94,23 @@ def test_moments_equal_van_loans_block_exponential(T: float) -> None:
     assert _rel(mom.final, E[:, :-1, -1]) < 1e-12
     assert _rel(mom.integral, G[:, :-1, -1]) < 1e-12
     assert _rel(mom.gram, G[:, :-1, :-1]) < 1e-12
+
+
+def test_output_projection_and_lag_deviations_equal_the_spans() -> None:
+    """The tangent loop's span-free algebra (backward products for ``C``, vector recursions
+    for ``z``) against the forward spans ``P_i`` (:func:`span_matrices`), on a 4-layer
+    network with unequal widths."""
+    g = torch.Generator().manual_seed(2)
+    sizes, B = [5, 7, 6, 8, 3], 4
+    kw: dict[str, Any] = {"generator": g, "dtype": torch.float64}
+    W = [torch.randn(b, a, **kw) for a, b in zip(sizes, sizes[1:], strict=False)]
+    D = [torch.rand(B, n, **kw) + 0.1 for n in sizes[1:]]
+    Q = [torch.randn(n, sizes[-1], **kw) for n in sizes[1:]]
+    P = span_matrices(W, D, Q)
+    assert _rel(output_projection(W, D, Q), D[-1].unsqueeze(-1) * P[-1]) < 1e-14
+    x = torch.randn(2, B, 4 * sizes[-1], **kw)  # a leading dimension (time points)
+    for z, Pi in zip(lag_deviations(W, D, Q, x), P, strict=True):
+        assert _rel(z, (Pi @ x.unsqueeze(-1)).squeeze(-1)) < 1e-14
 
 
 @pytest.mark.parametrize("disc", [False, True])
