@@ -4,17 +4,20 @@ Usage::
 
     OMP_NUM_THREADS=1 NEURODFC_DATA=/work/shared/data \\
         python benchmarks/linear_response_accuracy.py models/fig3_dfc.toml [...] [--batch 128]
+    python benchmarks/linear_response_accuracy.py runs/a [...]   # after training
 
 For each model file (at initialisation, first training batch of its data set, seed of the
-config): the DFC update (the config's rule) and the DFC-SS final voltage deviations of the
-closed form (``linear_response``, every sample in closed form; the DFC-SS estimate is the one
-without a rule, set against each sample's final-deviation error) against the continuous-time
-limit (``etdrk4`` at rtol 1e-8; with ``--discretisation reference_euler``: against the reference
-scheme ``euler_reference`` at the config's dt and steps), the per-sample error estimates, the
-fraction of samples that would fall back at ``linear_response_tol`` = 1e-6, and the wall
-times. With ``--per-sample N``, the first ``N`` samples are also run one at a time (with the
-batch's targets) by both solvers, so that each sample's own update error and final-deviation
-error can be set against its estimate (``error_over_estimate_max`` must stay below 1).
+config; a run folder of ``neurodfc train`` instead: its config and its checkpoint's trained
+weights, forward and feedback): the DFC update (the config's rule) and the DFC-SS final voltage
+deviations of the closed form (``linear_response``, every sample in closed form; the DFC-SS
+estimate is the one without a rule, set against each sample's final-deviation error) against the
+continuous-time limit (``etdrk4`` at rtol 1e-8; with ``--discretisation reference_euler``:
+against the reference scheme ``euler_reference`` at the config's dt and steps), the per-sample
+error estimates, the fraction of samples that would fall back at ``linear_response_tol`` = 1e-6,
+and the wall times. With ``--per-sample N``, the first ``N`` samples are also run one at a
+time (with the batch's targets) by both solvers, so that each sample's own update error and
+final-deviation error can be set against its estimate (``error_over_estimate_max`` must stay
+below 1).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,6 +33,7 @@ from neurodfc.config import SimulationConfig, load_config
 from neurodfc.experiment import load_data
 from neurodfc.solve import Solution, simulate
 from neurodfc.system import DFCSystem
+from neurodfc.training import load_run
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -91,19 +96,25 @@ def per_sample(
 
 def measure(
     path: str, batch: int, rtol: float, disc: str, n_single: int = 0, order: int = 1
-) -> dict[str, float | str]:
+) -> dict[str, float | str | int]:
     """Closed form vs its oracle on the first training batch of ``path``.
 
     Args:
-        path: a model file.
+        path: a model file, or a run folder (its config, its checkpoint's trained system).
         batch: batch size.
         rtol: ETDRK4's relative tolerance of the oracle (continuous).
         disc: ``continuous`` or ``reference_euler``.
         n_single: how many samples to run one at a time as well (see :func:`per_sample`).
         order: the expansion order of the closed form.
     """
-    cfg = load_config(path)
-    system = DFCSystem.from_config(cfg)
+    trained = 0
+    if Path(path).is_dir():
+        run = load_run(path)
+        cfg, system = run.system.cfg, run.system
+        trained = int(run.metrics.sizes.get("epoch", 0))
+    else:
+        cfg = load_config(path)
+        system = DFCSystem.from_config(cfg)
     data = load_data(cfg)
     x, y = data.train.x[:batch], data.train.y[:batch]
     rt = system.target_of(system.network(x), y)
@@ -145,6 +156,7 @@ def measure(
     return {
         **single,
         "config": path,
+        "trained_epochs": trained,
         "batch": batch,
         "discretisation": disc,
         "order": order,
@@ -172,7 +184,7 @@ def measure(
 def main() -> None:
     """Measure every model file given on the command line and print JSON lines."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("configs", nargs="+")
+    ap.add_argument("configs", nargs="+", help="model files or run folders")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--discretisation", default="continuous")
