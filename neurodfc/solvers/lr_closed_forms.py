@@ -169,11 +169,17 @@ def augmented(A: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Moments:
     """Moments of ``w = (y, 1)`` over ``[0, T]`` from ``y(0) = 0``: ``final`` = ``y(T)`` [B, m],
-    ``integral`` = ``int y dt`` [B, m], ``gram`` = ``int y y^T dt`` [B, m, m]."""
+    ``integral`` = ``int y dt`` [B, m], ``gram`` = ``int y y^T dt`` [B, m, m]; and the
+    propagators they were doubled from: ``powers[j]`` [B, m+1, m+1] advances ``w`` by ``2^j``
+    units of ``unit`` (continuous: ``h = T / 2^n``; the scheme: one step, ``unit = 1``), the
+    horizon spanning ``points`` unit points (``2^n + 1``; the scheme: its time points)."""
 
     final: torch.Tensor
     integral: torch.Tensor
     gram: torch.Tensor
+    powers: list[torch.Tensor]
+    unit: float
+    points: int
 
 
 GAUSS_POINTS = 10
@@ -220,11 +226,16 @@ def moments(Aw: torch.Tensor, T: float, theta: float = 0.5) -> Moments:
     )  # [TAYLOR_TERMS, nodes]
     Wn = K @ powers  # w at the nodes [B, m+1, nodes]
     G = (Wn * (wt * (h / 2.0))) @ Wn.transpose(1, 2)
+    powers = [E]
     for _ in range(n):
         G = G + E @ G @ E.transpose(1, 2)
         E = E @ E
+        powers.append(E)
     m = m1 - 1
-    return Moments(final=E[:, :m, m], integral=G[:, :m, m], gram=G[:, :m, :m])
+    return Moments(
+        final=E[:, :m, m], integral=G[:, :m, m], gram=G[:, :m, :m], powers=powers, unit=h,
+        points=2**n + 1,
+    )  # fmt: skip
 
 
 def _gauss_legendre(
@@ -334,6 +345,7 @@ def power_moments(Aw: torch.Tensor, n: int) -> Moments:
     eye = torch.eye(m1, dtype=Aw.dtype, device=Aw.device).expand(B, m1, m1)
     S_blk, E_blk = w0, Aw  # sums over a block of 2^j points, and A_w^(2^j)
     S, E = torch.zeros_like(w0), eye.clone()  # prefix of p points
+    powers = [Aw]
     k = n - 1
     while k > 0:
         if k & 1:
@@ -343,10 +355,14 @@ def power_moments(Aw: torch.Tensor, n: int) -> Moments:
         if k:
             S_blk = S_blk + E_blk @ S_blk @ E_blk.transpose(1, 2)
             E_blk = E_blk @ E_blk
+            powers.append(E_blk)
     last = E[:, :, -1]
     S = S + last.unsqueeze(-1) * last.unsqueeze(-2)
     m = m1 - 1
-    return Moments(final=last[:, :m], integral=S[:, :m, m], gram=S[:, :m, :m])
+    return Moments(
+        final=last[:, :m], integral=S[:, :m, m], gram=S[:, :m, :m], powers=powers, unit=1.0,
+        points=n,
+    )  # fmt: skip
 
 
 def power_trajectory(Aw: torch.Tensor, steps: list[int]) -> torch.Tensor:

@@ -442,20 +442,12 @@ def quadrature_steps(n: int, q: int = QUADRATURE_POINTS) -> list[int]:
     return sorted(pts)
 
 
-def _graded_states(lin: _Linearised, steps: list[int]) -> torch.Tensor:
-    """Reduced states [len(steps), B, m] at the step indices ``steps`` (from
-    :func:`quadrature_steps`): the step propagator (continuous: ``exp(A_w h)``, ``h`` the
-    spacing of the time points) and its repeated squares, applied along the binary digits of
-    each gap."""
-    Aw = lin.Aw
-    if lin.discrete:
-        E = Aw
-    else:
-        E = torch.linalg.matrix_exp(Aw * (lin.sim.horizon / (lin.sim.n_steps - 1)))
-    pows = [E]
-    while (1 << len(pows)) <= steps[-1]:
-        pows.append(pows[-1] @ pows[-1])
-    w = torch.zeros_like(Aw[:, :, 0])
+def _graded_states(mom: Moments, steps: list[int]) -> torch.Tensor:
+    """Reduced states [len(steps), B, m] at the unit points ``steps`` (from
+    :func:`quadrature_steps` over ``mom.points``): the moments' doubled propagators
+    ``mom.powers`` applied along the binary digits of each gap."""
+    pows = mom.powers
+    w = torch.zeros_like(pows[0][:, :, 0])
     w[:, -1] = 1.0
     out, prev = [], 0
     for k in steps:
@@ -516,7 +508,11 @@ def _as_row(slope: torch.Tensor | None) -> torch.Tensor | float:
 
 
 def _higher_remainders(
-    lin: _Linearised, z0: list[torch.Tensor], s0: list[torch.Tensor], rule: str | None
+    lin: _Linearised,
+    mom: Moments,
+    z0: list[torch.Tensor],
+    s0: list[torch.Tensor],
+    rule: str | None,
 ) -> _Quadrature:
     """The time integrals (the scheme: sums) per layer [B, n_i] of what the quadratic
     remainders leave out, the rates' ``phi(v^- + z) - phi(v^-) - D_sec z - phi'' z (z - z0) / 2``
@@ -526,14 +522,14 @@ def _higher_remainders(
     third moments are not in the Gramian, and their sign along a non-monotone transient
     matters), the quadrature's error estimate (the difference from every other point), and
     the integrals that size the sums' presynaptic part (see :class:`_Quadrature`)."""
-    loop, n = lin.loop, lin.sim.n_steps
-    steps = quadrature_steps(n)
+    loop = lin.loop
+    steps = quadrature_steps(mom.points)
     half = steps[::2] if (len(steps) - 1) % 2 == 0 else [*steps[:-1:2], steps[-1]]
-    h = lin.sim.horizon / (n - 1)
+    h = mom.unit
     w_full = _trapezoid_weights(steps, steps, lin.discrete, h, lin.P[0])
     # [K, 2]: the full rule and its difference from the rule on every other point
     w = torch.stack([w_full, w_full - _trapezoid_weights(steps, half, lin.discrete, h, w_full)], 1)
-    X = _graded_states(lin, steps)[..., : lin.Kn].transpose(0, 1)  # [B, K, Kn]
+    X = _graded_states(mom, steps)[..., : lin.Kn].transpose(0, 1)  # [B, K, Kn]
     f2 = second_derivative(lin)
     nonlinear = rule == "nonlinear_difference"
     L, nL = loop.L, lin.nL
@@ -646,7 +642,7 @@ def error_estimate(
     correction, est = None, est_final
     if order == 2 and rule is not None:
         # the remainders beyond the quadratic one, by quadrature along the linear trajectory
-        q = _higher_remainders(lin, z0, s0, rule)
+        q = _higher_remainders(lin, mom, z0, s0, rule)
         rho_c = [a + b for a, b in zip(rho, q.rates, strict=True)]
         rule_c = [a + b for a, b in zip(rho_rule, q.signal, strict=True)]
         correction = _signal_correction(lin, rho_c, rule_c, rule)

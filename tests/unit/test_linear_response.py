@@ -470,9 +470,9 @@ def test_quadrature_steps_are_a_graded_grid(n: int) -> None:
 
 @pytest.mark.parametrize("disc", ["continuous", "reference_euler"])
 def test_graded_states_equal_the_closed_form_trajectory(disc: str) -> None:
-    """The quadrature's states (repeated squaring of one step propagator, along each gap's
-    binary digits) equal the closed-form trajectory (one exponential or power per gap) at the
-    same steps."""
+    """The quadrature's states (the moments' doubled propagators, along each gap's binary
+    digits) equal the closed-form trajectory (one exponential or power per gap) at the same
+    times."""
     system, x, rt = _setup("tanh", lam=0.02, batch=3)
     cfg, ctrl = system.cfg, system.cfg.controller
     sim = cfg.simulation.model_copy(
@@ -482,8 +482,15 @@ def test_graded_states_equal_the_closed_form_trajectory(disc: str) -> None:
         net=system.network, x=x, r_target=rt, sim=sim, alpha=ctrl.alpha, k_p=ctrl.k_p,
         tau_ratio=ctrl.tau_ratio, leak=ctrl.leak, apical_tau=None,
     )  # fmt: skip
-    steps = quadrature_steps(sim.n_steps)
     with torch.no_grad():
         lin = _Linearised(problem.loop(), problem.pi, problem.tau_ratio, sim)
-        got, want = _graded_states(lin, steps), lin.states(steps)
+        mom = lin.moments()
+        steps = quadrature_steps(mom.points)
+        got = _graded_states(mom, steps)
+        if disc == "continuous":
+            assert mom.unit * (mom.points - 1) == pytest.approx(sim.horizon, rel=1e-14)
+            want = trajectory(lin.Aw, [k * mom.unit for k in steps])
+        else:
+            assert mom.points == sim.n_steps
+            want = lin.states(steps)
     assert float((got - want).abs().max() / want.abs().max()) < 1e-10
