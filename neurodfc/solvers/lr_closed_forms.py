@@ -221,10 +221,10 @@ def moments(Aw: torch.Tensor, T: float, theta: float = 0.5) -> Moments:
     K = torch.stack(kry, -1)
     xi, wt = _gauss_legendre(GAUSS_POINTS, Aw.dtype, Aw.device)
     s = (xi + 1.0) / 2.0  # nodes as fractions of h
-    powers = (
+    s_pow = (
         s.unsqueeze(0) ** torch.arange(TAYLOR_TERMS, dtype=Aw.dtype, device=Aw.device)[:, None]
     )  # [TAYLOR_TERMS, nodes]
-    Wn = K @ powers  # w at the nodes [B, m+1, nodes]
+    Wn = K @ s_pow  # w at the nodes [B, m+1, nodes]
     G = (Wn * (wt * (h / 2.0))) @ Wn.transpose(1, 2)
     powers = [E]
     for _ in range(n):
