@@ -52,7 +52,8 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
-from neurodfc.solvers.lr_estimate import error_estimate, fixed_point_voltages, rule_slope
+from neurodfc.solvers.lr_derivatives import rule_slope
+from neurodfc.solvers.lr_estimate import error_estimate, fixed_point_voltages
 from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 
 REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite", "output_too_wide")

@@ -25,7 +25,7 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
-from neurodfc.solvers.lr_estimate import _graded_states, _trapezoid_weights, quadrature_steps
+from neurodfc.solvers.lr_quadrature import graded_states, quadrature_steps, trapezoid_weights
 from neurodfc.system import DFCSystem
 from tests.helpers import make_system, random_batch
 
@@ -131,7 +131,7 @@ def test_trapezoid_weights_integrate_linear_functions_exactly(disc: bool, n: int
         want = 3.0 * tn - tn**2
         f = 3.0 - 2.0 * t * h
     for sub in (steps, half):
-        got = float(f @ _trapezoid_weights(steps, sub, disc, h, like))
+        got = float(f @ trapezoid_weights(steps, sub, disc, h, like))
         assert got == pytest.approx(want, rel=1e-13, abs=1e-13)
 
 
@@ -486,7 +486,7 @@ def test_graded_states_equal_the_closed_form_trajectory(disc: str) -> None:
         lin = _Linearised(problem.loop(), problem.pi, problem.tau_ratio, sim)
         mom = lin.moments()
         steps = quadrature_steps(mom.points)
-        got = _graded_states(mom, steps)
+        got = graded_states(mom, steps)
         if disc == "continuous":
             assert mom.unit * (mom.points - 1) == pytest.approx(sim.horizon, rel=1e-14)
             want = trajectory(lin.Aw, [k * mom.unit for k in steps])
