@@ -61,8 +61,12 @@ CONTINUOUS_DFC_SS = [
 REFERENCE = ["simulation.solver=euler_reference"]
 # the closed-form linear response, every sample in closed form (no fallback); DFC at order 2
 # (its sums corrected by their first neglected term), DFC-SS at order 1 (nothing to correct)
-LINEAR_RESPONSE = ["simulation.solver=linear_response", "simulation.linear_response_tol=1.0"]
-LINEAR_RESPONSE_2 = [*LINEAR_RESPONSE, "simulation.order=2"]
+LINEAR_RESPONSE = [
+    "simulation.solver=linear_response",
+    "simulation.linear_response_tol=1.0",
+    "simulation.order=1",
+]
+LINEAR_RESPONSE_2 = [*LINEAR_RESPONSE[:2], "simulation.order=2"]
 # name -> (model file, extra config overrides)
 METHODS: dict[str, tuple[str, list[str]]] = {
     "bp": ("mnist_bp.toml", []),

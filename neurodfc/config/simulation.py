@@ -71,12 +71,13 @@ class SimulationConfig(_Section):
     """``etdrk4``: largest step (units of tau_u; None = unbounded). DFC-SS needs only the final
     state: rtol 1e-2 with max_step 0.5 gives about 8e-5 on MNIST with 201 evaluations (DFC at the
     default tolerances: 486)."""
-    order: int = Field(default=1, ge=1, le=2)
+    order: int = Field(default=2, ge=1, le=2)
     """``linear_response``: order of the expansion in the voltage deviations: 1, the (secant-)
-    linearised closed loop; 2, its rule sums corrected by their first neglected term (the
-    integrated remainders carried through the loop; docs/linear_response.md section 5). For DFC
-    2 is the one to use (about 2x the closed form's time, 300x closer on MNIST, no fallback at
-    the Table-1 settings); without a rule (DFC-SS) the two are the same."""
+    linearised closed loop; 2 (default), its rule sums corrected by their first neglected term
+    (the integrated remainders carried through the loop; docs/linear_response.md section 5). For
+    DFC 2 is the one to use (about 1.5-2x the closed form's time, 300x closer on MNIST, no
+    fallback at the Table-1 settings, where order 1 sends every sample to the fallback solver);
+    without a rule (DFC-SS) the two are the same."""
     discretisation: Literal["continuous", "reference_euler"] = "continuous"
     """``linear_response``: the time discretisation it reproduces: ``continuous`` (the
     continuous-time dynamics, the dt -> 0 limit that ``etdrk4`` approximates) or

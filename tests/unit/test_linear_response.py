@@ -31,7 +31,8 @@ from tests.helpers import make_system, random_batch
 
 STEPS, DT = 151, 0.01  # t_max = 1.5
 DOPRI = {"solver": "dopri5", "rtol": 1e-11, "atol": 1e-14}
-LR = {"solver": "linear_response", "linear_response_tol": 1.0}  # closed form for every sample
+# closed form for every sample, order 1 (the order-2 tests ask for it)
+LR = {"solver": "linear_response", "linear_response_tol": 1.0, "order": 1}
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -216,7 +217,7 @@ def test_fallback_takes_the_samples_above_the_tolerance() -> None:
     fb = est > tol
     assert 0 < int(fb.sum()) < 4
     fallback = {"solver": "rk4"}
-    sim = {"solver": "linear_response", "linear_response_tol": tol, "fallback_solver": "rk4"}
+    sim = {**LR, "linear_response_tol": tol, "fallback_solver": "rk4"}
     mixed = _run(system, x, rt, sim, accumulate="voltage_difference")
     assert torch.equal(mixed.extras["lr_path"].bool(), fb)
     assert torch.equal(mixed.extras["lr_reason"][fb], torch.ones(int(fb.sum()), dtype=torch.int8))
