@@ -15,7 +15,8 @@ after (1) setting ``training.epochs`` equal (a run may be extended), (2) writing
 defaults that resolve to the same values (``simulation.steps`` from ``t_max / dt``, the solver
 tolerances) and (3) replacing the sections that cannot act on the run by their defaults
 (``[feedback_learning]`` when the feedback is frozen; ``[simulation]`` for a method that does
-not simulate, when no analysis metrics are logged).
+not simulate, when no analysis metrics are logged; the linear-response fields of
+``[simulation]`` for the other solvers).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ RUN_FILES = (CONFIG, CHECKPOINT, METRICS)
 """The files of a run folder written atomically (their temp files are cleaned at start)."""
 
 
+LR_FIELDS = ("order", "discretisation", "linear_response_tol", "fallback_solver")
+"""The ``[simulation]`` fields only the ``linear_response`` solver reads."""
+
+
 class ResultsFileError(ValueError):
     """A results file (``metrics.nc``, ``sweep.nc``, any ``.nc``) cannot be read."""
 
@@ -57,9 +62,10 @@ def resolved(cfg: ExperimentConfig) -> ExperimentConfig:
     sim = cfg.simulation
     rtol, atol = sim.tolerances
     steps = sim.n_steps if sim.t_max is None else sim.steps
-    update: dict[str, Any] = {
-        "simulation": sim.model_copy(update={"steps": steps, "rtol": rtol, "atol": atol})
-    }
+    sim_update: dict[str, Any] = {"steps": steps, "rtol": rtol, "atol": atol}
+    if sim.solver != "linear_response":
+        sim_update.update({k: SimulationConfig.model_fields[k].default for k in LR_FIELDS})
+    update: dict[str, Any] = {"simulation": sim.model_copy(update=sim_update)}
     if not cfg.feedback.learned:
         update["feedback_learning"] = FeedbackLearningConfig()
     if not get_method(cfg.method.name).simulates and cfg.analysis.log_interval == 0:

@@ -70,6 +70,16 @@ def test_same_run_resolves_defaults_and_ignores_inert_sections() -> None:
     # a method that does not simulate: [simulation] is inert (without analysis logging)
     bp = _cfg(method={"name": "bp"})
     assert same_run(_cfg(method={"name": "bp"}, simulation={"dt": 0.002}), bp)
+    # the linear-response fields act only on that solver (a run saved when the default order
+    # was 1 resumes; the same change under linear_response is another run)
+    for solver in ("euler_reference", "etdrk4"):
+        saved = _cfg(simulation={"solver": solver, "order": 1, "linear_response_tol": 1e-3})
+        assert same_run(saved, _cfg(simulation={"solver": solver}))
+    lr = {"solver": "linear_response"}
+    assert not same_run(_cfg(simulation={**lr, "order": 1}), _cfg(simulation=lr))
+    assert not same_run(
+        _cfg(simulation={**lr, "discretisation": "reference_euler"}), _cfg(simulation=lr)
+    )
 
 
 def _metrics(path: Path, cfg: ExperimentConfig, epochs: int) -> None:
