@@ -52,7 +52,7 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
-from neurodfc.solvers.lr_derivatives import rule_slope
+from neurodfc.solvers.lr_derivatives import increment, rule_slope
 from neurodfc.solvers.lr_estimate import error_estimate, fixed_point_voltages
 from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 
@@ -375,7 +375,7 @@ def secant_slopes(
     def secant(lay: NeuronLayer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = b - a
         tiny = d.abs() < 1e-12 * (1.0 + a.abs())
-        q = (lay.phi(b) - lay.phi(a)) / torch.where(tiny, 1.0, d)
+        q = increment(lay, a)(d) / torch.where(tiny, 1.0, d)
         return torch.where(tiny, lay.phi_prime(a), q)
 
     prop = [secant(lay, vf, vi) for lay, vf, vi in zip(loop.layers, loop.v_ff, v, strict=True)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from neurodfc.solvers.lr_closed_forms import Moments
-from neurodfc.solvers.lr_derivatives import rule_slope, second_derivative
+from neurodfc.solvers.lr_derivatives import increment, rule_slope, second_derivative
 
 if TYPE_CHECKING:
     from neurodfc.solvers.linear_response import _Linearised
@@ -151,18 +151,19 @@ def higher_remainders(
     rates_d = [torch.zeros_like(z) for z in z0]
     signal_d = [torch.zeros_like(z) for z in z0]
     pre = [torch.zeros((X.shape[0], 3), dtype=X.dtype, device=X.device) for _ in range(L - 1)]
+    # the increments phi(v^- + z) - phi(v^-) without cancellation (the remainders are z^2 small)
+    incs = [increment(lay, v.unsqueeze(1)) for lay, v in zip(loop.layers, loop.v_ff, strict=True)]
     for c0 in range(0, len(steps), QUADRATURE_CHUNK):  # chunks of the grid stay in cache
         Xc, wc = X[:, c0 : c0 + QUADRATURE_CHUNK], w[c0 : c0 + QUADRATURE_CHUNK]
         prev: tuple[torch.Tensor, torch.Tensor] | None = None  # |R_{i-1}|, |D z_{i-1}| [B, Kc]
-        for i, lay in enumerate(loop.layers):
+        for i in range(L):
             k = (i + 1) * nL  # layer i's spans have no blocks beyond lag i
             z = Xc[..., :k] @ PT[i]  # [B, Kc, n_i]
             sv = Xc[..., :k] @ ST[i]
-            vf, c = loop.v_ff[i].unsqueeze(1), f2[i].unsqueeze(1)
-            v = vf + z
-            pv = lay.phi(v)
+            c = f2[i].unsqueeze(1)
+            pv = incs[i](z)  # phi(v) - phi(v^-), v = v^- + z
             Dz = lin.D[i].unsqueeze(1) * z
-            R = pv - loop.r_ff[i].unsqueeze(1) - Dz
+            R = pv - Dz
             zc = z - z0[i].unsqueeze(1)
             both = (R - (c / 2) * z * zc).transpose(1, 2) @ wc  # [B, n_i, 2]
             rates[i] += both[..., 0]
@@ -170,7 +171,7 @@ def higher_remainders(
             if nonlinear:
                 # phi(v) - phi(v - s) - s (D_rule + c ((z - z0) - (s - s0) / 2))
                 base = (lin.D_rule[i] + f2[i] * s0[i] / 2).unsqueeze(1)
-                hi_r = pv - lay.phi(v - sv) - sv * (base + c * zc - (c / 2) * sv)
+                hi_r = pv - incs[i](z - sv) - sv * (base + c * zc - (c / 2) * sv)
                 both = hi_r.transpose(1, 2) @ wc
                 signal[i] += both[..., 0]
                 signal_d[i] += both[..., 1]

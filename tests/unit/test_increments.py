@@ -28,7 +28,9 @@ def _points(dtype: torch.dtype, scale: float, seed: int = 0) -> tuple[torch.Tens
     return a.to(dtype), z.to(dtype)
 
 
-def _bound(act: str, a: torch.Tensor, z: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+def _bound(
+    act: str, a: torch.Tensor, z: torch.Tensor, want: torch.Tensor, relative: bool = False
+) -> torch.Tensor:
     """Error bound: a few ulp of the increment; tanh: the denominator 1 + tanh(a) tanh(z) carries
     an absolute rounding error ~2 eps, amplified where it is small (a and z large and of opposite
     sign, far from the small deviations the identity is for); relu: the branch a <= 0 < a + z
@@ -39,7 +41,7 @@ def _bound(act: str, a: torch.Tensor, z: torch.Tensor, want: torch.Tensor) -> to
     if act == "tanh":
         rel = rel + 4.0 / (1.0 + torch.tanh(a64) * torch.tanh(z64))
     bound = rel * eps * want.abs()
-    if act == "tanh" and a.dtype == torch.float64:
+    if act == "tanh" and a.dtype == torch.float64 and not relative:
         # float64 evaluates tanh(z) as 2 sigmoid(2 z) - 1: absolute error ~eps in tanh(z)
         bound = bound + 4 * eps * torch.cosh(a64).pow(-2)
     if act == "relu":
@@ -78,6 +80,25 @@ def test_float64_increment_is_accurate_to_a_few_ulp(act: str, scale: float) -> N
     got = RateIncrement(act, a)(z, torch.empty_like(z))
     want = _exact(act, a, z)
     assert bool(((got - want).abs() <= _bound(act, a, z, want)).all())
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("scale", [1e-12, 1e-8, 1e-3, 1.0])
+def test_relative_float64_increment_is_accurate_relative_to_the_increment(
+    act: str, scale: float
+) -> None:
+    """``relative=True`` (the linear-response solver's secants and remainders): a few ulp of
+    the increment itself in float64 too, where the default's absolute ~eps would be 1e-4 of an
+    increment of 1e-12."""
+    a, z = _points(torch.float64, scale, seed=2)
+    got = RateIncrement(act, a, relative=True)(z, torch.empty_like(z))
+    want = _exact(act, a, z)
+    assert bool(((got - want).abs() <= _bound(act, a, z, want, relative=True)).all())
+    if act == "tanh" and scale <= 1e-8:
+        fast = RateIncrement(act, a)(z, torch.empty_like(z))
+        assert float(((fast - want) / want).abs().max()) > 1e3 * float(
+            ((got - want) / want).abs().max()
+        )
 
 
 def test_unknown_activation_is_refused() -> None:

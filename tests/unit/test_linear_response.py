@@ -510,3 +510,19 @@ def test_graded_states_equal_the_closed_form_trajectory(disc: str) -> None:
             assert mom.points == sim.n_steps
             want = lin.states(steps)
     assert float((got - want).abs().max() / want.abs().max()) < 1e-10
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_estimate_has_no_rounding_floor_at_tiny_deviations(order: int) -> None:
+    """A well-learned sample's deviations are ~1e-9 of its voltages: the secants and the
+    remainders are then formed from cancellation-free increments, so the estimate keeps
+    shrinking with the output error (``phi(v^- + z) - phi(v^-)`` as written kept 7 digits
+    there, and the order-2 estimate stopped at ~1e-7, sending such samples to the fallback)."""
+    est = []
+    for lam in (1e-5, 1e-9):
+        system, x, rt = _setup("tanh", lam=lam, batch=3, seed=5)
+        sim = {**LR, "steps": 2001, "order": order, "discretisation": "reference_euler"}
+        lr = _run(system, x, rt, sim, accumulate="nonlinear_difference")
+        assert bool((lr.extras["lr_reason"] == 0).all())
+        est.append(lr.extras["lr_estimate"])
+    assert bool((est[1] <= 1e-3 * est[0]).all())
