@@ -49,7 +49,12 @@ def quadrature_steps(n: int, q: int = QUADRATURE_POINTS) -> list[int]:
 def graded_states(mom: Moments, steps: list[int]) -> torch.Tensor:
     """Reduced states [len(steps), B, m] at the unit points ``steps`` (from
     :func:`quadrature_steps` over ``mom.points``): the moments' doubled propagators
-    ``mom.powers`` applied along the binary digits of each gap."""
+    ``mom.powers`` applied along the binary digits of each gap.
+
+    Args:
+        mom: the moments of the loop.
+        steps: increasing unit points.
+    """
     pows = mom.powers
     w = torch.zeros_like(pows[0][:, :, 0])
     w[:, -1] = 1.0
@@ -71,7 +76,15 @@ def trapezoid_weights(
     """Weights [len(grid)] on the points ``grid`` of the trapezoid rule on the sub-grid
     ``steps`` (zero elsewhere): the integral over the horizon (the scheme: the sum over every
     step, which adds the endpoints' halves), times ``h`` (continuous); ``f @ w`` integrates
-    ``f`` [..., len(grid)] sampled at ``grid``."""
+    ``f`` [..., len(grid)] sampled at ``grid``.
+
+    Args:
+        grid: the increasing unit points the integrand is sampled at.
+        steps: the sub-grid (points of ``grid``) the rule uses.
+        discrete: the scheme's sum over every step (else the continuous integral).
+        h: the unit's length in time (continuous).
+        like: a tensor whose dtype and device the weights take.
+    """
     t = torch.tensor(steps, dtype=like.dtype, device=like.device)
     w = torch.zeros_like(t)
     w[1:] += (t[1:] - t[:-1]) / 2
@@ -125,7 +138,15 @@ def higher_remainders(
     :func:`quadrature_steps` (they are third order and vanish at the fixed point; their
     third moments are not in the Gramian, and their sign along a non-monotone transient
     matters), the quadrature's error estimate (the difference from every other point), and
-    the integrals that size the sums' presynaptic part (see :class:`Quadrature`)."""
+    the integrals that size the sums' presynaptic part (see :class:`Quadrature`).
+
+    Args:
+        lin: the secant-linearised loop.
+        mom: its moments (the doubled propagators give the grid's states).
+        z0: the tangent fixed point's deviations per layer [B, n_i].
+        s0: its somatic-minus-basal voltages per layer [B, n_i].
+        rule: the accumulated forward rule (None: the voltage difference's sums).
+    """
     loop = lin.loop
     steps = quadrature_steps(mom.points)
     half = steps[::2] if (len(steps) - 1) % 2 == 0 else [*steps[:-1:2], steps[-1]]
