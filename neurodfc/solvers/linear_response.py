@@ -52,7 +52,7 @@ from neurodfc.solvers.lr_closed_forms import (
     span_matrices,
     trajectory,
 )
-from neurodfc.solvers.lr_derivatives import increment, rule_slope
+from neurodfc.solvers.lr_derivatives import increment, rule_slope, second_derivative
 from neurodfc.solvers.lr_estimate import error_estimate, fixed_point_voltages
 from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 
@@ -93,10 +93,11 @@ class LinearResponse:
         loop = p.loop()
         first = _Linearised(loop, p.pi, p.tau_ratio, sim, spans=False)
         y0 = steady_state(first)
-        lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(first, y0))
+        fixed = fixed_point_voltages(first, y0)  # the secants pass through it
+        lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(loop, fixed))
         mom = lin.moments()
         estimate = error_estimate(
-            lin, mom, first, y0, steady_state(lin), p.accumulate, order=sim.order
+            lin, mom, fixed, y0, steady_state(lin), p.accumulate, order=sim.order
         )
         est = estimate.estimate
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
@@ -185,6 +186,12 @@ class _Linearised:
             return power_trajectory(self.Aw, steps)
         h = self.sim.horizon / (self.sim.n_steps - 1)
         return trajectory(self.Aw, [k * h for k in steps])
+
+    @functools.cached_property
+    def f2(self) -> list[torch.Tensor]:
+        """``phi''(v^-)`` per layer [B, n_i], computed once per loop
+        (:func:`~neurodfc.solvers.lr_derivatives.second_derivative`)."""
+        return second_derivative(self)
 
     @functools.cached_property
     def slowest(self) -> torch.Tensor:
@@ -357,20 +364,20 @@ def steady_state(lin: _Linearised) -> torch.Tensor:
 
 
 def secant_slopes(
-    lin: _Linearised, y_ss: torch.Tensor
+    loop: ClosedLoop, fixed: tuple[list[torch.Tensor], list[torch.Tensor]]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Secant slopes at the fixed point ``y_ss`` [B, m] of a linearised loop:
+    """Secant slopes at the fixed point of a linearised loop:
     ``(phi(v^- + z) - phi(v^-)) / z`` per unit (propagation and presynaptic rates) and
     ``(phi(v) - phi(v_b)) / (v - v_b)`` (the nonlinear-difference signal); ``phi'`` where the
     deviation vanishes or the fixed point is not finite. With them the linear loop's fixed point
     solves the nonlinear fixed-point equations up to the move of the fixed point.
 
     Args:
-        lin: the (tangent) linearised loop.
-        y_ss: its fixed point.
+        loop: the closed loop.
+        fixed: voltages and basal voltages per layer [B, n_i] at the (tangent) linearised
+            loop's fixed point (:func:`~neurodfc.solvers.lr_estimate.fixed_point_voltages`).
     """
-    loop = lin.loop
-    v, vb = fixed_point_voltages(lin, y_ss)
+    v, vb = fixed
 
     def secant(lay: NeuronLayer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d = b - a

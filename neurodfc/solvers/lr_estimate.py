@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from neurodfc.solvers.lr_closed_forms import Moments
-from neurodfc.solvers.lr_derivatives import rule_slope, second_derivative
+from neurodfc.solvers.lr_derivatives import rule_slope
 from neurodfc.solvers.lr_quadrature import higher_remainders
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _integrated_remainders(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
     """Per layer [B, n_i]: the time integrals (the scheme: sums) of the rate remainder and of
     the nonlinear-difference signal's remainder (zero for the other rules), and ``int s_i``."""
-    f2 = second_derivative(lin)
+    f2 = lin.f2
     rho, rho_rule, kept = [], [], []
     for i in range(lin.loop.L):
         k = (i + 1) * lin.nL  # layer i's spans have no blocks beyond lag i
@@ -231,7 +231,7 @@ def _final_term(
     ``x_ss``), ``lambda`` the slowest eigenvalue."""
     Kn = lin.Kn
     zT, zss = lin.deviations(mom.final), lin.deviations(y_ss)
-    f2 = second_derivative(lin)
+    f2 = lin.f2
     size = _norm(zT)
     rho = [c / 2 * z * (z - a) for c, z, a in zip(f2, zT, z0, strict=True)]
     rho_tr = [c / 2 * (2 * s - a) * (z - s) for c, z, s, a in zip(f2, zT, zss, z0, strict=True)]
@@ -304,7 +304,7 @@ def _cauchy_schwarz_bound(
     d_traj = torch.maximum(rms, torch.linalg.vector_norm(mom.final[:, :Kn] - x_ss, dim=-1))
     dev = d_traj + torch.linalg.vector_norm(x_ss - y0[:, :Kn], dim=-1)
     est = torch.zeros_like(dev)
-    for f2, d, P in zip(second_derivative(lin), lin.D_tan, lin.P, strict=True):
+    for f2, d, P in zip(lin.f2, lin.D_tan, lin.P, strict=True):
         kappa = (f2 / d.abs().clamp_min(torch.finfo(d.dtype).tiny)).abs()
         est = torch.maximum(est, (kappa * torch.linalg.vector_norm(P, dim=-1)).amax(-1) * dev)
     return est
@@ -317,7 +317,7 @@ def _nonlinearity(lin: _Linearised, y_ss: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(y_ss.dtype).tiny
     out = torch.zeros_like(y_ss[:, 0])
     zs = lin.deviations(torch.where(torch.isfinite(y_ss), y_ss, 0.0))
-    for f2, d, z in zip(second_derivative(lin), lin.D_tan, zs, strict=True):
+    for f2, d, z in zip(lin.f2, lin.D_tan, zs, strict=True):
         out = torch.maximum(out, (f2 / d.abs().clamp_min(tiny) * z).abs().amax(-1))
     return out
 
@@ -402,7 +402,7 @@ class Estimate(NamedTuple):
 def error_estimate(
     lin: _Linearised,
     mom: Moments,
-    first: _Linearised,
+    fixed: tuple[list[torch.Tensor], list[torch.Tensor]],
     y0: torch.Tensor,
     y_ss: torch.Tensor,
     rule: str | None,
@@ -416,14 +416,16 @@ def error_estimate(
     Args:
         lin: the secant-linearised loop.
         mom: its moments.
-        first: the tangent-linearised loop.
-        y0: the fixed point of ``first`` [B, m] (the secants pass through it).
+        fixed: voltages and basal voltages per layer [B, n_i] at ``y0``
+            (:func:`fixed_point_voltages` of the tangent-linearised loop).
+        y0: the fixed point of the tangent-linearised loop [B, m] (the secants pass through
+            it).
         y_ss: the fixed point of ``lin`` [B, m].
         rule: the accumulated forward rule (None: the sums of ``s_i``, i.e. the voltage
             difference).
         order: 1, or 2 (the rule's sums corrected by their first neglected term).
     """
-    v0, vb0 = fixed_point_voltages(first, y0)
+    v0, vb0 = fixed
     z0 = [v - vf for v, vf in zip(v0, lin.loop.v_ff, strict=True)]
     s0 = [v - vb for v, vb in zip(v0, vb0, strict=True)]
     rho, rho_rule, kept = _integrated_remainders(lin, mom, z0, s0, rule)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from neurodfc.solvers.lr_closed_forms import Moments
-from neurodfc.solvers.lr_derivatives import increment, rule_slope, second_derivative
+from neurodfc.solvers.lr_derivatives import increment, rule_slope
 
 if TYPE_CHECKING:
     from neurodfc.solvers.linear_response import _Linearised
@@ -155,7 +155,7 @@ def higher_remainders(
     # [K, 2]: the full rule and its difference from the rule on every other point
     w = torch.stack([w_full, w_full - trapezoid_weights(steps, half, lin.discrete, h, w_full)], 1)
     X = graded_states(mom, steps)[..., : lin.Kn].transpose(0, 1)  # [B, K, Kn]
-    f2 = second_derivative(lin)
+    f2 = lin.f2
     nonlinear = rule == "nonlinear_difference"
     L, nL = loop.L, lin.nL
     PT = [lin.P[i][..., : (i + 1) * nL].transpose(1, 2) for i in range(L)]  # [B, k, n_i]
@@ -163,10 +163,8 @@ def higher_remainders(
     # the rule's slope per layer as [B, 1, n_i] (1: the voltage difference)
     slopes = [_as_row(rule_slope(lin, rule, i)) for i in range(L)]
     # per layer [B, 1, n_i]: the signal at T (the transient's bound is about it)
-    d_T = []
-    for i in range(L):
-        dT = X[:, -1:, : (i + 1) * nL] @ ST[i]
-        d_T.append(slopes[i] * dT)
+    d_T = [slopes[i] * (X[:, -1:, : (i + 1) * nL] @ ST[i]) for i in range(L)]
+    d_T_norm = [torch.linalg.vector_norm(d, dim=-1) for d in d_T]  # [B, 1]
     rates = [torch.zeros_like(z) for z in z0]
     signal = [torch.zeros_like(z) for z in z0]
     rates_d = [torch.zeros_like(z) for z in z0]
@@ -200,8 +198,8 @@ def higher_remainders(
                 d = slopes[i] * sv
                 dn = torch.linalg.vector_norm(d, dim=-1)  # [B, Kc]
                 dtr = torch.linalg.vector_norm(d - d_T[i], dim=-1)
-                dTn = torch.linalg.vector_norm(d_T[i], dim=-1)
-                f = torch.stack([dn * prev[0], dtr * prev[1], dTn * prev[1]], 1)  # [B, 3, Kc]
+                # [B, 3, Kc]
+                f = torch.stack([dn * prev[0], dtr * prev[1], d_T_norm[i] * prev[1]], 1)
                 pre[i - 1] += f @ wc[:, 0]
             if i + 1 < L:
                 prev = (torch.linalg.vector_norm(R, dim=-1), torch.linalg.vector_norm(Dz, dim=-1))
