@@ -7,7 +7,8 @@ Usage::
 Checks, on a seeded MNIST-shaped batch at the Table-1 DFC settings (784-256-256-256-10):
 
 * the reference Euler scheme (DFC update and DFC-SS state), the continuous-time path
-  (``etdrk4``) and the sleep-phase statistics on ``--device`` in float64 against CPU float64
+  (``etdrk4``), the closed-form linear response (``linear_response``, DFC at order 2, DFC-SS
+  at order 1) and the sleep-phase statistics on ``--device`` in float64 against CPU float64
   (relative difference of the updates; the noisy sleep phase draws different normals on the
   GPU, so only its scale is compared);
 * float32 on the device against CPU float64 (reported, not asserted: float32 is known to be
@@ -37,6 +38,8 @@ from neurodfc.system import DFCSystem  # noqa: E402
 from neurodfc.training import clip_gradients, forward_lr, make_optimizer  # noqa: E402
 
 CONT = ["simulation.solver=etdrk4", "simulation.rtol=2e-4", "simulation.atol=1e-12"]
+# the closed-form linear response (issue 15), every sample in closed form
+LR = ["simulation.solver=linear_response", "simulation.linear_response_tol=1.0"]
 
 
 def _system(model: str, device: str, dtype: str, extra: list[str]) -> DFCSystem:
@@ -91,6 +94,8 @@ def main() -> int:
         ("dfc etdrk4", "mnist_dfc", CONT, 1e-7),
         ("dfc_ss etdrk4", "mnist_dfc_ss", CONT, 1e-7),
         ("dfc_ssa", "mnist_dfc_ssa", [], 1e-9),
+        ("dfc linear_response order 2", "mnist_dfc", [*LR, "simulation.order=2"], 1e-9),
+        ("dfc_ss linear_response order 1", "mnist_dfc_ss", [*LR, "simulation.order=1"], 1e-9),
     ]
     for name, model, extra, tol in cases:
         ref, t_cpu = _update(model, "cpu", "float64", extra, x, y)

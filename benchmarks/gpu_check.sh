@@ -3,11 +3,11 @@
 # first; each step has its own time limit and a failing step does not stop the others.
 #   0. set-up: the device image's python3 plus the carried wheels (.whl) and MNIST (.device_data),
 #      prepared here by benchmarks/device_prepare.sh; the package is imported from the checkout
-#   1. the tests that need CUDA (CUDA graphs against the plain loop)
-#   2. CUDA smoke test: simulate and train on the GPU, compare with CPU float64
-#   3. CUDA graphs against the plain loop (single runs, stacked ensembles of 7 and 35)
-#   4. the ensemble benchmark on the GPU (Fig. 3 and MNIST members)
-#   5. the method benchmark on the GPU (quick)
+#   1. the tests that need CUDA (CUDA graphs against the plain loop, eigenvalues on the host)
+#   2. CUDA smoke test: simulate (all solvers) and train on the GPU, compare with CPU float64
+#   3. the method benchmark on the GPU (quick; with the linear-response solver of issue 15)
+#   4. CUDA graphs against the plain loop (single runs, stacked ensembles of 7 and 35)
+#   5. the ensemble benchmark on the GPU (Fig. 3 and MNIST members)
 #   6. the Table-1 time estimate on the GPU (MNIST rows, sequential and as ensembles)
 #   7. the unit tests (they pin the CPU; on the device image's torch)
 # Usage: bash benchmarks/gpu_check.sh [OUTDIR]   (default: $OUT, else benchmarks/results)
@@ -42,11 +42,11 @@ step() {  # step NAME SECONDS COMMAND...: at most SECONDS, and never past the bu
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.version.cuda)"
-step cuda_tests 60 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider tests/unit/test_fastpath_graphs.py
+step cuda_tests 60 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider tests/unit/test_fastpath_graphs.py tests/unit/test_linalg.py
 step cuda_smoke 90 "$PY" benchmarks/cuda_smoke.py --device cuda
+step methods_cuda 120 "$PY" benchmarks/methods.py --device cuda --quick --out "$OUTDIR/methods_cuda_quick.json"
 step cuda_graphs 90 "$PY" benchmarks/cuda_graphs.py --device cuda --out "$OUTDIR/cuda_graphs.json"
 step ensemble_cuda 90 "$PY" benchmarks/ensemble.py --device cuda --quick --out "$OUTDIR/ensemble_cuda.json"
-step methods_cuda 80 "$PY" benchmarks/methods.py --device cuda --quick --out "$OUTDIR/methods_cuda_quick.json"
 step table1_estimate 60 "$PY" analyses/table1.py --estimate-only --device cuda --datasets mnist --out "$OUTDIR/table1"
 step unit_tests 100 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider -n 8 tests/unit -x
 echo "results in $OUTDIR"

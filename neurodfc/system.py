@@ -17,6 +17,7 @@ from neurodfc.components.controller import Controller, PIController
 from neurodfc.components.neurons import NeuronLayer
 from neurodfc.components.target import output_target
 from neurodfc.config import ExperimentConfig
+from neurodfc.core.linalg import eigvals
 from neurodfc.core.loop import ClosedLoop, feedforward
 from neurodfc.network import DTYPES, DFCNetwork, jacobian  # jacobian: defined with the network
 
@@ -257,7 +258,7 @@ def closed_loop_matrices(
 
 def max_real_eig(A: torch.Tensor) -> torch.Tensor:
     """Largest real part of the eigenvalues of each matrix of ``A`` [B, n, n] -> [B]."""
-    return torch.linalg.eigvals(A).real.max(dim=-1).values
+    return eigvals(A).real.max(dim=-1).values
 
 
 # --------------------------------------------------------------------------- vector field

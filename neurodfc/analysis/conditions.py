@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 
 from neurodfc.analysis._common import DEGREE, batched_angle, finish, var
+from neurodfc.core.linalg import eigvals
 from neurodfc.system import DFCSystem, condition2, jacobian, lemma1
 
 
@@ -85,7 +86,7 @@ def condition3_margin(J: torch.Tensor, Q: torch.Tensor, alpha: float) -> torch.T
         >>> condition3_margin(torch.eye(2)[None], -0.5 * torch.eye(2), 1.0)
         tensor([0.5000])
     """
-    return torch.linalg.eigvals(J @ Q).real.min(dim=-1).values + alpha
+    return eigvals(J @ Q).real.min(dim=-1).values + alpha
 
 
 def conditions(

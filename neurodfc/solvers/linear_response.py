@@ -27,6 +27,7 @@ import torch
 from neurodfc.components.controller import PIController
 from neurodfc.components.neurons import NeuronLayer
 from neurodfc.config import SimulationConfig
+from neurodfc.core.linalg import eigvals
 from neurodfc.core.loop import ClosedLoop
 from neurodfc.core.solution import (
     Accumulator,
@@ -198,7 +199,7 @@ class _Linearised:
         """The slowest mode's eigenvalue [B] (complex): continuous, the eigenvalue of ``A`` of
         largest real part; the scheme, the logarithm of the step matrix's eigenvalue of largest
         modulus (a rate per step)."""
-        ev = torch.linalg.eigvals(self.Aw[:, :-1, :-1])
+        ev = eigvals(self.Aw[:, :-1, :-1])
         if self.discrete:
             ev = torch.log(ev)
         return ev.gather(-1, ev.real.argmax(-1, keepdim=True)).squeeze(-1)
