@@ -73,7 +73,7 @@ def sorted_eigenvalues(A: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues of each matrix of ``A`` [B, n, n] as ``(real, imag)`` arrays [B, n], sorted
     by decreasing real part, then increasing imaginary part; real parts equal to 1e-9 of the
     spectral radius count as ties (so a conjugate pair sorts the same on every device)."""
-    ev = torch.linalg.eigvals(A).detach().cpu().numpy()
+    ev = torch.linalg.eigvals(A.detach().cpu()).numpy()
     re, im = ev.real, ev.imag
     scale = np.maximum(np.abs(ev).max(axis=-1, keepdims=True), np.finfo(float).tiny)
     order = np.lexsort((im, -np.round(re / scale, 9)), axis=-1)
