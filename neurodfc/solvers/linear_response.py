@@ -195,6 +195,13 @@ class _Linearised:
         return second_derivative(self)
 
     @functools.cached_property
+    def P_dc(self) -> list[torch.Tensor]:
+        """The spans' static gains per layer [B, n_i, n_L] (every lag's gain is 1: the sum of
+        ``P_i``'s lag blocks), computed once per loop."""
+        L, nL = self.loop.L, self.nL
+        return [P.reshape(*P.shape[:2], L, nL).sum(2) for P in self.P]
+
+    @functools.cached_property
     def slowest(self) -> torch.Tensor:
         """The slowest mode's eigenvalue [B] (complex): continuous, the eigenvalue of ``A`` of
         largest real part; the scheme, the logarithm of the step matrix's eigenvalue of largest

@@ -186,13 +186,9 @@ def _static_response(
     """``(delta z, delta u)``: the loop's static response to the rate perturbations ``rho``,
     ``delta z_i = h_i + P_i^dc delta u`` per layer [B, n_i] (every lag's static gain is 1) and
     the control's change [B, n_L]."""
-    nL, L = lin.nL, lin.loop.L
     h = _carried(lin, rho)
     du = _control_response(lin, rho, h)
-    dz = []
-    for i in range(L):
-        P_dc = lin.P[i].reshape(*lin.P[i].shape[:2], L, nL).sum(2)
-        dz.append(h[i] + (P_dc @ du.unsqueeze(-1)).squeeze(-1))
+    dz = [hi + (P_dc @ du.unsqueeze(-1)).squeeze(-1) for hi, P_dc in zip(h, lin.P_dc, strict=True)]
     return dz, du
 
 
