@@ -5,7 +5,8 @@
 #      prepared here by benchmarks/device_prepare.sh; the package is imported from the checkout
 #   1. the tests that need CUDA (CUDA graphs against the plain loop, eigenvalues on the host)
 #   2. CUDA smoke test: simulate (all solvers) and train on the GPU, compare with CPU float64
-#   3. the method benchmark on the GPU (quick; with the linear-response solver of issue 15)
+#   3. the method benchmark on the GPU (quick; with the linear-response solver of issue 15),
+#      and a profile of one linear-response update there (where its time goes)
 #   4. CUDA graphs against the plain loop (single runs, stacked ensembles of 7 and 35)
 #   5. the ensemble benchmark on the GPU (Fig. 3 and MNIST members)
 #   6. the Table-1 time estimate on the GPU (MNIST rows, sequential and as ensembles)
@@ -45,6 +46,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 step cuda_tests 60 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider tests/unit/test_fastpath_graphs.py tests/unit/test_linalg.py
 step cuda_smoke 90 "$PY" benchmarks/cuda_smoke.py --device cuda
 step methods_cuda 120 "$PY" benchmarks/methods.py --device cuda --quick --out "$OUTDIR/methods_cuda_quick.json"
+step lr_profile 60 "$PY" benchmarks/profile_linear_response.py --device cuda --rows 25
 step cuda_graphs 90 "$PY" benchmarks/cuda_graphs.py --device cuda --out "$OUTDIR/cuda_graphs.json"
 step ensemble_cuda 90 "$PY" benchmarks/ensemble.py --device cuda --quick --out "$OUTDIR/ensemble_cuda.json"
 step table1_estimate 60 "$PY" analyses/table1.py --estimate-only --device cuda --datasets mnist --out "$OUTDIR/table1"
