@@ -12,10 +12,16 @@
 #   6. the Table-1 time estimate on the GPU (MNIST rows, sequential and as ensembles)
 #   7. the unit tests (they pin the CPU; on the device image's torch)
 # Usage: bash benchmarks/gpu_check.sh [OUTDIR]   (default: $OUT, else benchmarks/results)
+# On the device machine (OUTDIR = $OUT) only 8 files come back: the logs and JSON are written to
+# a scratch folder and packed into $OUT/gpu_check_results.tar.gz after every step (so a call cut
+# off at its limit still returns what was done), beside gpu_check_summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR="${1:-${OUT:-benchmarks/results}}"
 mkdir -p "$OUTDIR"
+WORK="$OUTDIR"
+if [ -n "${OUT:-}" ] && [ "$(cd "$OUTDIR" && pwd)" = "$(cd "$OUT" && pwd)" ]; then WORK="$(mktemp -d)"; fi
+pack() { if [ "$WORK" != "$OUTDIR" ]; then tar -czf "$OUTDIR/gpu_check_results.tar.gz" -C "$WORK" .; fi; }
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -36,19 +42,20 @@ step() {  # step NAME SECONDS COMMAND...: at most SECONDS, and never past the bu
   if [ "$left" -lt 15 ]; then echo "$name: skipped (budget spent)" | tee -a "$SUMMARY"; return; fi
   if [ "$limit" -gt "$left" ]; then limit=$left; fi
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUTDIR/$name.log" 2>&1
+  timeout "$limit" "$@" > "$WORK/$name.log" 2>&1
   local rc=$?
   echo "$name: exit $rc in $((SECONDS - t0)) s" | tee -a "$SUMMARY"
-  tail -n 15 "$OUTDIR/$name.log"
+  tail -n 15 "$WORK/$name.log"
+  pack
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.version.cuda)"
 step cuda_tests 60 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider tests/unit/test_fastpath_graphs.py tests/unit/test_linalg.py
 step cuda_smoke 90 "$PY" benchmarks/cuda_smoke.py --device cuda
-step methods_cuda 120 "$PY" benchmarks/methods.py --device cuda --quick --out "$OUTDIR/methods_cuda_quick.json"
+step methods_cuda 120 "$PY" benchmarks/methods.py --device cuda --quick --out "$WORK/methods_cuda_quick.json"
 step lr_profile 60 "$PY" benchmarks/profile_linear_response.py --device cuda --rows 25
-step cuda_graphs 90 "$PY" benchmarks/cuda_graphs.py --device cuda --out "$OUTDIR/cuda_graphs.json"
-step ensemble_cuda 90 "$PY" benchmarks/ensemble.py --device cuda --quick --out "$OUTDIR/ensemble_cuda.json"
-step table1_estimate 60 "$PY" analyses/table1.py --estimate-only --device cuda --datasets mnist --out "$OUTDIR/table1"
+step cuda_graphs 90 "$PY" benchmarks/cuda_graphs.py --device cuda --out "$WORK/cuda_graphs.json"
+step ensemble_cuda 90 "$PY" benchmarks/ensemble.py --device cuda --quick --out "$WORK/ensemble_cuda.json"
+step table1_estimate 60 "$PY" analyses/table1.py --estimate-only --device cuda --datasets mnist --out "$WORK/table1"
 step unit_tests 100 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider -n 8 tests/unit -x
 echo "results in $OUTDIR"
