@@ -365,6 +365,37 @@ def power_moments(Aw: torch.Tensor, n: int) -> Moments:
     )  # fmt: skip
 
 
+CONTRACTION = 0.9
+"""Largest propagator norm taken as a proof of stability by :func:`contracts` (below 1 with room
+for the rounding of the products)."""
+
+
+def contracts(A: torch.Tensor, *, discrete: bool, horizon: float, n: int) -> torch.Tensor:
+    """Per matrix [B] (bool): the propagator over the horizon is a contraction in the 1- or
+    the inf-norm (at most :data:`CONTRACTION`), which proves stability without eigenvalues:
+    every eigenvalue ``mu`` of a matrix ``E`` has ``|mu| <= |E|``, so ``|exp(A T)| < 1`` gives
+    ``max Re eig A < 0`` and ``|A^(2^J)| < 1`` the scheme's spectral radius ``< 1``. False
+    says nothing (a stable loop can grow before it decays, or decay slowly).
+
+    Args:
+        A: system matrices (continuous) or step matrices (the scheme) [B, m, m].
+        discrete: ``A`` is the scheme's step matrix: ``A^(2^J)`` by ``J`` squarings,
+            ``2^J <= n - 1``; else ``exp(A T)``.
+        horizon: ``T`` (continuous).
+        n: time points of the scheme (``>= 2``).
+    """
+    if discrete:
+        E = A
+        for _ in range(max(0, (n - 1).bit_length() - 1)):
+            E = E @ E
+    else:
+        E = torch.linalg.matrix_exp(A * horizon)
+    norm = torch.minimum(
+        torch.linalg.matrix_norm(E, ord=1), torch.linalg.matrix_norm(E, ord=float("inf"))
+    )
+    return norm <= CONTRACTION
+
+
 def power_trajectory(Aw: torch.Tensor, steps: list[int]) -> torch.Tensor:
     """``y[t]`` [len(steps), B, m] at increasing step indices (from ``y[0] = 0``).
 
