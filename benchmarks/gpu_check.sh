@@ -6,7 +6,8 @@
 #   1. the tests that need CUDA (CUDA graphs against the plain loop, eigenvalues on the host)
 #   2. CUDA smoke test: simulate (all solvers) and train on the GPU, compare with CPU float64
 #   3. the method benchmark on the GPU (quick; with the linear-response solver of issue 15),
-#      and a profile of one linear-response update there (where its time goes)
+#      again with the linear-response solver on the reference discretisation (the Table-1
+#      training's), and a profile of one linear-response update there (where its time goes)
 #   4. CUDA graphs against the plain loop (single runs, stacked ensembles of 7 and 35)
 #   5. the ensemble benchmark on the GPU (Fig. 3 and MNIST members)
 #   6. the Table-1 time estimate on the GPU (MNIST rows, sequential and as ensembles)
@@ -53,6 +54,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 step cuda_tests 60 "$PY" -m pytest -q -o addopts="" -p no:cacheprovider tests/unit/test_fastpath_graphs.py tests/unit/test_linalg.py
 step cuda_smoke 90 "$PY" benchmarks/cuda_smoke.py --device cuda
 step methods_cuda 120 "$PY" benchmarks/methods.py --device cuda --quick --out "$WORK/methods_cuda_quick.json"
+step methods_cuda_scheme 90 "$PY" benchmarks/methods.py --device cuda --quick --no-error --methods bp,dfc_reference_scheme,dfc_linear_response,dfc_ss_linear_response --set simulation.discretisation=reference_euler --out "$WORK/methods_cuda_scheme.json"
 step lr_profile 60 "$PY" benchmarks/profile_linear_response.py --device cuda --rows 25
 step cuda_graphs 90 "$PY" benchmarks/cuda_graphs.py --device cuda --out "$WORK/cuda_graphs.json"
 step ensemble_cuda 90 "$PY" benchmarks/ensemble.py --device cuda --quick --out "$WORK/ensemble_cuda.json"
