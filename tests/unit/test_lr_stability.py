@@ -96,7 +96,7 @@ def test_unstable_samples_fall_back_on_both_discretisations() -> None:
                 "discretisation": disc,
                 "fallback_solver": fb,
                 "linear_response_tol": 1.0,
-            }  # fmt: skip
+            }
         )
         reason = simulate(system, x, rt, sim=sim).extras["lr_reason"]
         unstable.append(reason == 2)
