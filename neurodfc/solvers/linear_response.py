@@ -12,7 +12,8 @@ is then second order in the output error, the transient first order, and
 ``simulation.linear_response_tol``, whose linearised loop is unstable or whose result is not
 finite are simulated by ``simulation.fallback_solver``;
 ``Solution.extras`` says which (``lr_path``: 0 closed form, 1 fallback; ``lr_reason``: see
-:data:`REASONS`; ``lr_estimate``; ``lr_estimate_final``: the final deviations' estimate).
+:data:`REASONS`; ``lr_estimate``; ``lr_estimate_final``: the final deviations' estimate;
+``lr_transient``: the transient's relative amplitude at ``T``).
 ``simulation.order = 2`` adds the rule sums' first neglected term (second order in the output
 error) to the sums; its estimate is then that of the corrected sums.
 """
@@ -90,6 +91,7 @@ class LinearResponse:
                 lr_estimate_final=torch.full(
                     (B,), float("nan"), dtype=p.x.dtype, device=p.x.device
                 ),
+                lr_transient=torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device),
             )
             return sol
         loop = p.loop()
@@ -98,9 +100,7 @@ class LinearResponse:
         fixed = fixed_point_voltages(first, y0)  # the secants pass through it
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(loop, fixed))
         mom = lin.moments()
-        estimate = error_estimate(
-            lin, mom, fixed, y0, steady_state(lin), p.accumulate, order=sim.order
-        )
+        estimate = error_estimate(lin, mom, fixed, steady_state(lin), p.accumulate, order=sim.order)
         est = estimate.estimate
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
         reason[~(est <= sim.linear_response_tol)] = 1
@@ -116,6 +116,7 @@ class LinearResponse:
             lr_reason=reason,
             lr_estimate=est,
             lr_estimate_final=estimate.final_estimate,
+            lr_transient=estimate.transient,
         )
         return sol
 
