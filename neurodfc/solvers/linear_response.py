@@ -100,7 +100,9 @@ class LinearResponse:
         fixed = fixed_point_voltages(first, y0)  # the secants pass through it
         lin = _Linearised(loop, p.pi, p.tau_ratio, sim, secant_slopes(loop, fixed))
         mom = lin.moments()
-        estimate = error_estimate(lin, mom, fixed, steady_state(lin), p.accumulate, order=sim.order)
+        estimate = error_estimate(
+            lin, mom, fixed, y0, steady_state(lin), p.accumulate, order=sim.order
+        )
         est = estimate.estimate
         reason = torch.zeros(p.x.shape[0], dtype=torch.int8, device=p.x.device)
         reason[~(est <= sim.linear_response_tol)] = 1
