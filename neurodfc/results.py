@@ -10,6 +10,7 @@ import xarray as xr
 
 from neurodfc.runs.files import NETCDF_LOCK, atomic_write
 from neurodfc.solve import STATUS_NAMES, Solution
+from neurodfc.solvers.linear_response import REASONS
 from neurodfc.system import DFCSystem, SteadyState
 
 
@@ -18,6 +19,24 @@ def _np(t: object) -> np.ndarray:
 
     assert isinstance(t, torch.Tensor)
     return t.detach().cpu().numpy()
+
+
+PER_SAMPLE_EXTRAS: dict[str, dict[str, str]] = {
+    "lr_path": {"long_name": "linear response: path taken (0 closed form, 1 fallback solver)"},
+    "lr_reason": {
+        "long_name": "linear response: why the sample took its path",
+        "values": " | ".join(f"{code} {name}" for code, name in enumerate(REASONS)),
+    },
+    "lr_estimate": {"long_name": "linear response: relative error estimate of the product"},
+    "lr_estimate_final": {
+        "long_name": "linear response: relative error estimate of the final deviations"
+    },
+    "lr_transient": {
+        "long_name": "linear response: relative amplitude of the transient left at t_max"
+    },
+}
+"""Attributes of the per-sample ``Solution.extras`` written by :func:`solution_to_xarray`
+(any other per-sample extra is written without)."""
 
 
 def solution_to_xarray(
@@ -41,7 +60,10 @@ def solution_to_xarray(
         ``r_L_target``, ``r_L_ff``, ``u_final`` (sample, output), ``u``, ``e`` (time, sample,
         output), ``e_norm`` (time, sample), ``v_l{i}`` (time, sample, unit_l{i}) when
         recorded, ``v_final_l{i}`` (sample, unit_l{i}), ``status`` (sample; converged |
-        diverged | max_steps | nonfinite) and, with ``steady_state``, ``u_ss_lemma1`` (sample,
+        diverged | max_steps | nonfinite), the solver's per-sample diagnostics
+        (``Solution.extras`` of shape [B], e.g. the linear-response solver's ``lr_path``,
+        ``lr_reason``, ``lr_estimate``, ``lr_estimate_final``, ``lr_transient``; see
+        :data:`PER_SAMPLE_EXTRAS`) and, with ``steady_state``, ``u_ss_lemma1`` (sample,
         output). The resolved config is stored as JSON in ``attrs["config"]`` (read it back
         with :func:`config_of`), with ``steps_run``, ``function_evaluations`` and ``solver``.
 
@@ -94,6 +116,11 @@ def solution_to_xarray(
             _np(steady_state.u),
             {"long_name": "Lemma-1 steady state u_ss = (J Q + alpha_eff I)^-1 delta_L"},
         )
+    n_samples = sol.r_target.shape[0]
+    for name, value in sol.extras.items():  # per-sample solver diagnostics (linear_response)
+        arr = _np(value)
+        if arr.ndim == 1 and arr.shape[0] == n_samples:
+            data[name] = (("sample",), arr, dict(PER_SAMPLE_EXTRAS.get(name, {})))
     status = np.array(sol.status_names(), dtype=object)
     data["status"] = (
         ("sample",),

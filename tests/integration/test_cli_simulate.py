@@ -187,3 +187,24 @@ def test_seed_changes_weights_and_reproduces_bitwise(tmp_path: Path) -> None:
         assert not np.allclose(da["r_L_ff"].values, dc["r_L_ff"].values)
         assert ExperimentConfig.model_validate_json(dc.attrs["config"]).seed == 2
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_linear_response_diagnostics_are_written_per_sample(tmp_path: Path) -> None:
+    """With the linear-response solver, x.nc says per sample which path each sample took and
+    why, its error estimates and its transient at ``t_max``, as the Solution does; the reason
+    codes are named in the variable's attributes."""
+    out = tmp_path / "lr.nc"
+    argv = ["simulate", str(FIG1D), "--out", str(out), "--samples", "3",
+            "--set", "simulation.solver=linear_response",
+            "--set", "simulation.linear_response_tol=1e-30"]  # fmt: skip
+    assert main(argv) == 0
+    with xr.open_dataset(out) as opened:
+        lr = opened.load()
+    names = ("lr_path", "lr_reason", "lr_estimate", "lr_estimate_final", "lr_transient")
+    for name in names:
+        assert lr[name].dims == ("sample",), name
+    # a tolerance no estimate meets: every sample falls back, for that reason
+    assert lr.lr_path.values.tolist() == [1, 1, 1]
+    assert lr.lr_reason.values.tolist() == [1, 1, 1]
+    assert "1 estimate_above_tol" in lr.lr_reason.attrs["values"]
+    assert (lr.lr_estimate.values > 1e-30).all() and (lr.lr_transient.values >= 0).all()
