@@ -48,7 +48,8 @@ from neurodfc.training import load_run
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
+    """``|a - b| / |b|``; the absolute ``|a - b|`` where ``b`` is 0 (a sample at its target)."""
+    return float((a - b).norm() / b.norm()) if float(b.norm()) > 0 else float((a - b).norm())
 
 
 def _flat(sol: Solution) -> torch.Tensor:
@@ -217,7 +218,7 @@ def main() -> None:
     if args.precise_oracle:
         if args.discretisation != "continuous":
             ap.error("--precise-oracle checks the continuous discretisation (an ETDRK4 oracle)")
-        neurons.RateIncrement = functools.partial(RateIncrement, relative=True)  # type: ignore[assignment]
+        neurons.RateIncrement = functools.partial(RateIncrement, relative=True)  # type: ignore[assignment,misc]
     for path in args.configs:
         res = measure(path, args.batch, args.rtol, args.discretisation, args.per_sample, args.order,
                       atol=1e-24 if args.precise_oracle else 1e-14)  # fmt: skip

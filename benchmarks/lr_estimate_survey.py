@@ -28,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neurodfc.solve import Solution, simulate  # noqa: E402
+from linear_response_accuracy import _dz, _flat, _rel  # noqa: E402  (this script's folder)
+
+from neurodfc.solve import simulate  # noqa: E402
 from neurodfc.solvers import lr_estimate  # noqa: E402
 from tests.helpers import make_system, random_batch  # noqa: E402
 
@@ -38,19 +40,6 @@ ORACLES: dict[str, dict[str, Any]] = {
     "continuous": {"solver": "dopri5", "rtol": 1e-11, "atol": 1e-14},
 }
 BINS = [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, float("inf")]
-
-
-def _flat(sol: Solution) -> torch.Tensor:
-    assert sol.accumulator is not None
-    return torch.cat([a.flatten() for a in [*sol.accumulator.W, *sol.accumulator.b]])
-
-
-def _dz(sol: Solution) -> torch.Tensor:
-    return torch.cat([v - f for v, f in zip(sol.v_final, sol.v_ff, strict=True)], 1)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm()) if float(b.norm()) > 0 else float((a - b).norm())
 
 
 def draw(rng: random.Random, lam_max: float) -> dict[str, Any]:
