@@ -10,7 +10,7 @@ import xarray as xr
 
 from neurodfc.runs.files import NETCDF_LOCK, atomic_write
 from neurodfc.solve import STATUS_NAMES, Solution
-from neurodfc.solvers.linear_response import REASONS
+from neurodfc.solvers.linear_response import EXTRAS as LINEAR_RESPONSE_EXTRAS
 from neurodfc.system import DFCSystem, SteadyState
 
 
@@ -19,24 +19,6 @@ def _np(t: object) -> np.ndarray:
 
     assert isinstance(t, torch.Tensor)
     return t.detach().cpu().numpy()
-
-
-PER_SAMPLE_EXTRAS: dict[str, dict[str, str]] = {
-    "lr_path": {"long_name": "linear response: path taken (0 closed form, 1 fallback solver)"},
-    "lr_reason": {
-        "long_name": "linear response: why the sample took its path",
-        "values": " | ".join(f"{code} {name}" for code, name in enumerate(REASONS)),
-    },
-    "lr_estimate": {"long_name": "linear response: relative error estimate of the product"},
-    "lr_estimate_final": {
-        "long_name": "linear response: relative error estimate of the final deviations"
-    },
-    "lr_transient": {
-        "long_name": "linear response: relative amplitude of the transient left at t_max"
-    },
-}
-"""Attributes of the per-sample ``Solution.extras`` written by :func:`solution_to_xarray`
-(any other per-sample extra is written without)."""
 
 
 def solution_to_xarray(
@@ -62,10 +44,11 @@ def solution_to_xarray(
         recorded, ``v_final_l{i}`` (sample, unit_l{i}), ``status`` (sample; converged |
         diverged | max_steps | nonfinite), the solver's per-sample diagnostics
         (``Solution.extras`` of shape [B], e.g. the linear-response solver's ``lr_path``,
-        ``lr_reason``, ``lr_estimate``, ``lr_estimate_final``, ``lr_transient``; see
-        :data:`PER_SAMPLE_EXTRAS`) and, with ``steady_state``, ``u_ss_lemma1`` (sample,
-        output). The resolved config is stored as JSON in ``attrs["config"]`` (read it back
-        with :func:`config_of`), with ``steps_run``, ``function_evaluations`` and ``solver``.
+        ``lr_reason``, ``lr_estimate``, ``lr_estimate_final``, ``lr_transient``, with the
+        attributes of :data:`neurodfc.solvers.linear_response.EXTRAS`) and, with
+        ``steady_state``, ``u_ss_lemma1`` (sample, output). The resolved config is stored as
+        JSON in ``attrs["config"]`` (read it back with :func:`config_of`), with ``steps_run``,
+        ``function_evaluations`` and ``solver``.
 
     Examples:
         >>> import torch
@@ -120,7 +103,7 @@ def solution_to_xarray(
     for name, value in sol.extras.items():  # per-sample solver diagnostics (linear_response)
         arr = _np(value)
         if arr.ndim == 1 and arr.shape[0] == n_samples:
-            data[name] = (("sample",), arr, dict(PER_SAMPLE_EXTRAS.get(name, {})))
+            data[name] = (("sample",), arr, dict(LINEAR_RESPONSE_EXTRAS.get(name, {})))
     status = np.array(sol.status_names(), dtype=object)
     data["status"] = (
         ("sample",),

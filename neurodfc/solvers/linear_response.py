@@ -62,6 +62,23 @@ from neurodfc.solvers.lr_fallback import fallback, fallback_sim, merge_fallback
 REASONS = ("closed_form", "estimate_above_tol", "unstable", "nonfinite", "output_too_wide")
 """``lr_reason`` codes: why a sample took its path."""
 
+EXTRAS: dict[str, dict[str, str]] = {
+    "lr_path": {"long_name": "linear response: path taken (0 closed form, 1 fallback solver)"},
+    "lr_reason": {
+        "long_name": "linear response: why the sample took its path",
+        "values": " | ".join(f"{code} {name}" for code, name in enumerate(REASONS)),
+    },
+    "lr_estimate": {"long_name": "linear response: relative error estimate of the product"},
+    "lr_estimate_final": {
+        "long_name": "linear response: relative error estimate of the final deviations"
+    },
+    "lr_transient": {
+        "long_name": "linear response: relative amplitude of the transient left at t_max"
+    },
+}
+"""The per-sample ``Solution.extras`` this solver writes, with their netCDF attributes
+(:func:`neurodfc.results.solution_to_xarray`)."""
+
 MAX_REDUCED_DIM = 512
 """Largest reduced dimension ``(L + 1) n_L`` solved in closed form; wider outputs (the
 autoencoder's 784) would need block exponentials larger than the network: the whole batch goes
@@ -87,11 +104,10 @@ class LinearResponse:
             sol.extras.update(
                 lr_path=torch.ones(B, dtype=torch.int8, device=p.x.device),
                 lr_reason=torch.full((B,), 4, dtype=torch.int8, device=p.x.device),
-                lr_estimate=torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device),
-                lr_estimate_final=torch.full(
-                    (B,), float("nan"), dtype=p.x.dtype, device=p.x.device
-                ),
-                lr_transient=torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device),
+                **{  # nothing computed for them
+                    k: torch.full((B,), float("nan"), dtype=p.x.dtype, device=p.x.device)
+                    for k in ("lr_estimate", "lr_estimate_final", "lr_transient")
+                },
             )
             return sol
         loop = p.loop()
