@@ -222,11 +222,16 @@ class _Linearised:
         return [P.reshape(*P.shape[:2], L, nL).sum(2) for P in self.P]
 
     @functools.cached_property
+    def spectrum(self) -> torch.Tensor:
+        """The modes' eigenvalues [B, m] (complex), computed once per loop: continuous, those
+        of ``A``; the scheme, the logarithms of the step matrix's (rates per step)."""
+        return _spectrum(self.Aw[:, :-1, :-1], self.discrete)
+
+    @property
     def slowest(self) -> torch.Tensor:
-        """The slowest mode's eigenvalue [B] (complex): continuous, the eigenvalue of ``A`` of
-        largest real part; the scheme, the logarithm of the step matrix's eigenvalue of largest
-        modulus (a rate per step)."""
-        return _slowest(self.Aw[:, :-1, :-1], self.discrete)
+        """The slowest mode's eigenvalue [B] (complex): that of :attr:`spectrum` of largest
+        real part."""
+        return _slowest(self.spectrum)
 
     def stable(self) -> torch.Tensor:
         """Per sample [B]: the linearised loop is stable (continuous: ``max Re eig A < 0``;
@@ -241,13 +246,13 @@ class _Linearised:
         eigensolver; on the CPU a continuous loop's ``exp(A T)`` costs more than its
         eigenvalues (62 ms against 54 ms), which it then takes."""
         proof_is_cheaper = self.discrete or self.Aw.device.type != "cpu"
-        if "slowest" in self.__dict__ or not proof_is_cheaper:
+        if "spectrum" in self.__dict__ or not proof_is_cheaper:
             return self.slowest.real < 0.0
         A = self.Aw[:, :-1, :-1]
         ok = contracts(A, discrete=self.discrete, horizon=self.sim.horizon, n=self.sim.n_steps)
         rest = (~ok).nonzero().squeeze(-1)
         if rest.numel() > 0:
-            ok[rest] = _slowest(A[rest], self.discrete).real < 0.0
+            ok[rest] = _slowest(_spectrum(A[rest], self.discrete)).real < 0.0
         return ok
 
     @property
@@ -273,12 +278,15 @@ class _Linearised:
         return e, u_int + self.pi.k_p * e, u_int
 
 
-def _slowest(A: torch.Tensor, discrete: bool) -> torch.Tensor:
-    """The slowest mode's eigenvalue [B] of the matrices ``A`` [B, m, m] (see
-    :attr:`_Linearised.slowest`)."""
+def _spectrum(A: torch.Tensor, discrete: bool) -> torch.Tensor:
+    """The modes' eigenvalues [B, m] of the matrices ``A`` [B, m, m] (see
+    :attr:`_Linearised.spectrum`)."""
     ev = eigvals(A)
-    if discrete:
-        ev = torch.log(ev)
+    return torch.log(ev) if discrete else ev
+
+
+def _slowest(ev: torch.Tensor) -> torch.Tensor:
+    """The eigenvalue of largest real part [B] of the spectra ``ev`` [B, m]."""
     return ev.gather(-1, ev.real.argmax(-1, keepdim=True)).squeeze(-1)
 
 

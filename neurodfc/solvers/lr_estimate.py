@@ -220,10 +220,43 @@ class _FinalTerm(NamedTuple):
     """``(delta z, delta u)`` of the remainder's transient part, to be weighted by ``hist``."""
     hist: torch.Tensor
     """The transient part's weight [B]."""
+    ringing: tuple[list[torch.Tensor], torch.Tensor]
+    """``(delta z, delta u)`` of the remainders' integrated transient part, to be weighted by
+    ``gain``."""
+    gain: torch.Tensor
+    """The ringing's weight [B] (:func:`_ringing_gain`)."""
+
+
+def _ringing_gain(lin: _Linearised) -> torch.Tensor:
+    """The largest ratio [B], over the loop's modes, of what a mode still holds at ``T`` to its
+    static response to the integrated forcing, for forcing at the mode's own rate.
+
+    A mode of eigenvalue ``lambda`` forced by ``c exp(lambda s)`` holds ``c T exp(lambda T)``
+    at ``T``, while its static response to the integrated forcing is
+    ``c (1 - exp(lambda T)) / lambda^2``: the ratio is at most
+    ``|lambda|^2 T exp(Re lambda T) / (1 - exp(Re lambda T))``. It is multiplied by
+    ``|lambda| / |Re lambda|``, the resonance factor of the final term's transient weight: a
+    margin, not part of the one-mode ratio, for forcing shared among several lightly damped
+    modes (``docs/linear_response.md`` section 3 gives the survey behind it).
+
+    Continuous: ``T`` the horizon, ``lambda`` per unit time; the scheme: ``T`` in steps,
+    ``lambda`` per step. A mode gone by ``T`` (``exp(Re lambda T)`` below the smallest float;
+    the scheme's zero eigenvalues) adds nothing; one that does not decay gives infinity (such
+    a loop falls back anyway)."""
+    T = lin.sim.n_steps - 1 if lin.discrete else lin.sim.horizon
+    ev = lin.spectrum
+    decay = torch.exp(ev.real * T)
+    gain = ev.abs() ** 3 * T * decay / ((1.0 - decay) * -ev.real)
+    gain = torch.where(decay > 0.0, gain, 0.0)
+    return torch.where(ev.real < 0.0, gain, torch.inf).amax(-1)
 
 
 def _final_term(
-    lin: _Linearised, mom: Moments, z0: list[torch.Tensor], y_ss: torch.Tensor
+    lin: _Linearised,
+    mom: Moments,
+    z0: list[torch.Tensor],
+    y_ss: torch.Tensor,
+    rho_int: list[torch.Tensor],
 ) -> _FinalTerm:
     """The neglected term of the final deviations and the relative amplitude of the transient
     left at ``T``.
@@ -234,7 +267,11 @@ def _final_term(
     times its static response), times ``|lambda| / |Re lambda|`` (the resonance of a lightly
     damped mode) and times ``amp / |x(T) - x_ss|`` with
     ``amp^2 = |x(T) - x_ss|^2 + |dx/dt(T)|^2 / |lambda|^2`` (an oscillation caught near
-    ``x_ss``), ``lambda`` the slowest eigenvalue."""
+    ``x_ss``), ``lambda`` the slowest eigenvalue; plus the ringing of the early remainders:
+    their transient part, ``rho_int - count R(z_ss)`` per layer (``rho_int`` the integrated
+    quadratic remainders, exact from the Gramian; ``R(z_ss) = phi'' z_ss (z_ss - z0) / 2`` at
+    every point), is forcing that the slow modes have not finished answering at ``T``: its
+    static response times :func:`_ringing_gain`."""
     Kn = lin.Kn
     zT, zss = lin.deviations(mom.final), lin.deviations(y_ss)
     f2 = lin.f2
@@ -251,10 +288,15 @@ def _final_term(
     tiny = torch.finfo(dist.dtype).tiny
     hist = (rate * count).clamp_min(1.0) * amp / dist.clamp_min(tiny)
     hist = hist * rate / (-lin.slowest.real).clamp_min(tiny)
+    points = lin.sim.n_steps if lin.discrete else lin.sim.horizon  # the sums' count
+    forcing = [
+        r - points * c / 2 * z * (z - a) for r, c, z, a in zip(rho_int, f2, zss, z0, strict=True)
+    ]
     static, moving = _static_response(lin, rho), _static_response(lin, rho_tr)
-    term = _norm(static[0]) + hist * _norm(moving[0])
+    ringing, gain = _static_response(lin, forcing), _ringing_gain(lin)
+    term = _norm(static[0]) + hist * _norm(moving[0]) + gain * _norm(ringing[0])
     transient = _ratio(amp, torch.linalg.vector_norm(x_ss, dim=-1))
-    return _FinalTerm(_ratio(term, size), transient, static, moving, hist)
+    return _FinalTerm(_ratio(term, size), transient, static, moving, hist, ringing, gain)
 
 
 def _output_chain(lin: _Linearised, dz: list[torch.Tensor]) -> torch.Tensor:
@@ -379,6 +421,7 @@ def _second_order_term(
     the local ones by ``eta`` relative; ``ints`` the linear sums ``int d_i``."""
     resid = _relative(lin, _final_residual(lin, ft.static, rule), ints)
     resid = resid + ft.hist * _relative(lin, _final_residual(lin, ft.moving, rule), ints)
+    resid = resid + ft.gain * _relative(lin, _final_residual(lin, ft.ringing, rule), ints)
     return resid + OWN * size * eta
 
 
@@ -440,7 +483,7 @@ def error_estimate(
     rho, rho_rule, kept = _integrated_remainders(lin, mom, z0, s0, rule)
     ints = _rule_integrals(lin, kept, rule)
     update = _relative(lin, _signal_correction(lin, rho, rho_rule, rule), ints)
-    ft = _final_term(lin, mom, z0, y_ss)
+    ft = _final_term(lin, mom, z0, y_ss, rho)
     final, transient = ft.relative, ft.transient
     est_final = SAFETY * torch.maximum(final, update)
     correction, est = None, est_final
@@ -463,13 +506,7 @@ def error_estimate(
             for a, b, c in zip(q.pre_remainder, q.pre_transient, q.pre_settled, strict=True)
         ]
         pre_rel = _ratio(torch.stack(pre).pow(2).sum(0).sqrt(), _weighted_square(lin, ints).sqrt())
-        # the transient left at T: the correction takes the final state as settled; what the
-        # transient still carries is the correction's size times its relative amplitude and
-        # resonance (measured: 0.3-0.9x this on random sigmoid / tanh networks at T = 3-4)
-        moving = transient * ft.hist * update
-        est = SAFETY * (
-            _second_order_term(lin, ft, rule, size, eta, ints) + quad + pre_rel + moving
-        )
+        est = SAFETY * (_second_order_term(lin, ft, rule, size, eta, ints) + quad + pre_rel)
     unsettled = ~(transient <= SETTLED)
     if bool(unsettled.any()):
         bound = _cauchy_schwarz_bound(lin, mom, y0, y_ss)
