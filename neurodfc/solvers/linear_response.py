@@ -256,6 +256,18 @@ class _Linearised:
         return ok
 
     @property
+    def points(self) -> float:
+        """What the closed form's sums and integrals count: the scheme's points
+        (``n_steps``), the continuous horizon."""
+        return self.sim.n_steps if self.discrete else self.sim.horizon
+
+    @property
+    def duration(self) -> float:
+        """The horizon in the loop's time unit (that of :attr:`spectrum`): the scheme's steps
+        (``n_steps - 1``), the continuous horizon."""
+        return self.sim.n_steps - 1 if self.discrete else self.sim.horizon
+
+    @property
     def Kn(self) -> int:
         """``L n_L``: the lag entries of the reduced state."""
         return self.loop.L * self.nL
@@ -345,8 +357,7 @@ def _accumulate(
         n_i, n_p = SG.shape[1], PD.shape[1]
         quad = SG.transpose(0, 1).reshape(n_i, -1) @ PD.transpose(0, 1).reshape(n_p, -1).T
         W_acc.append(d_int.T @ loop.r_ff[i - 1] + quad)
-    count = p.sim.n_steps if lin.discrete else p.sim.horizon
-    return Accumulator(W=W_acc, b=b_acc, count=count)
+    return Accumulator(W=W_acc, b=b_acc, count=lin.points)
 
 
 def _closed_form_solution(

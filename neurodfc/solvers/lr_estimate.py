@@ -227,9 +227,10 @@ class _FinalTerm(NamedTuple):
     """The ringing's weight [B] (:func:`_ringing_gain`)."""
 
 
-def _ringing_gain(lin: _Linearised) -> torch.Tensor:
-    """The largest ratio [B], over the loop's modes, of what a mode still holds at ``T`` to its
-    static response to the integrated forcing, for forcing at the mode's own rate.
+def _ringing_gain(ev: torch.Tensor, T: float) -> torch.Tensor:
+    """The largest ratio [B], over the modes of eigenvalues ``ev`` [B, m] (a loop's
+    ``spectrum``) on a horizon ``T`` (its ``duration``), of what a mode still holds at ``T`` to
+    its static response to the integrated forcing, for forcing at the mode's own rate.
 
     A mode of eigenvalue ``lambda`` forced by ``c exp(lambda s)`` holds ``c T exp(lambda T)``
     at ``T``, while its static response to the integrated forcing is
@@ -243,8 +244,6 @@ def _ringing_gain(lin: _Linearised) -> torch.Tensor:
     ``lambda`` per step. A mode gone by ``T`` (``exp(Re lambda T)`` below the smallest float;
     the scheme's zero eigenvalues) adds nothing; one that does not decay gives infinity (such
     a loop falls back anyway)."""
-    T = lin.sim.n_steps - 1 if lin.discrete else lin.sim.horizon
-    ev = lin.spectrum
     decay = torch.exp(ev.real * T)
     gain = ev.abs() ** 3 * T * decay / ((1.0 - decay) * -ev.real)
     gain = torch.where(decay > 0.0, gain, 0.0)
@@ -284,16 +283,16 @@ def _final_term(
     rate = lin.slowest.abs()
     dist = torch.linalg.vector_norm(xT - x_ss, dim=-1)
     amp = (dist**2 + (torch.linalg.vector_norm(vel, dim=-1) / rate) ** 2).sqrt()
-    count = lin.sim.n_steps - 1 if lin.discrete else lin.sim.horizon
+    count = lin.duration
     tiny = torch.finfo(dist.dtype).tiny
     hist = (rate * count).clamp_min(1.0) * amp / dist.clamp_min(tiny)
     hist = hist * rate / (-lin.slowest.real).clamp_min(tiny)
-    points = lin.sim.n_steps if lin.discrete else lin.sim.horizon  # the sums' count
     forcing = [
-        r - points * c / 2 * z * (z - a) for r, c, z, a in zip(rho_int, f2, zss, z0, strict=True)
+        r - lin.points * c / 2 * z * (z - a)
+        for r, c, z, a in zip(rho_int, f2, zss, z0, strict=True)
     ]
     static, moving = _static_response(lin, rho), _static_response(lin, rho_tr)
-    ringing, gain = _static_response(lin, forcing), _ringing_gain(lin)
+    ringing, gain = _static_response(lin, forcing), _ringing_gain(lin.spectrum, count)
     term = _norm(static[0]) + hist * _norm(moving[0]) + gain * _norm(ringing[0])
     transient = _ratio(amp, torch.linalg.vector_norm(x_ss, dim=-1))
     return _FinalTerm(_ratio(term, size), transient, static, moving, hist, ringing, gain)
@@ -345,7 +344,7 @@ def _cauchy_schwarz_bound(
     (Cauchy-Schwarz on ``z_{i,a} = P_{i,a} . x``)."""
     Kn = lin.Kn
     x_ss = y_ss[:, :Kn]
-    count = float(lin.sim.n_steps if lin.discrete else lin.sim.horizon)
+    count = float(lin.points)
     X1, G = mom.integral[:, :Kn], mom.gram[:, :Kn, :Kn]
     tr = torch.diagonal(G, dim1=-2, dim2=-1).sum(-1) - 2 * (X1 * x_ss).sum(-1)
     rms = ((tr + count * (x_ss * x_ss).sum(-1)).clamp_min(0.0) / count).sqrt()
